@@ -1,0 +1,82 @@
+"""Audio basics: mu-law quantisation and 16-bit mono wav io (numpy; torch tensors also work
+for the mu-law functions, which use only operations both libraries share)."""
+
+from __future__ import annotations
+
+import io
+import os
+import wave
+
+import numpy as np
+
+from deepsynth.atomic import atomic_write_bytes
+from deepsynth.errors import DeepSynthError
+
+INT16_SCALE = 32768.0
+
+
+def _lib(x):
+    """numpy or torch, whichever `x` belongs to."""
+    if isinstance(x, np.ndarray | np.generic | float | int):
+        return np
+    import torch
+
+    return torch
+
+
+def mu_law_encode(x, mu: int = 255):
+    """Float audio in [-1, 1] -> integer classes 0..mu (mu + 1 levels)."""
+    lib = _lib(x)
+    x = lib.clip(x, -1.0, 1.0) if lib is np else x.clamp(-1.0, 1.0)
+    y = lib.sign(x) * lib.log1p(mu * lib.abs(x)) / np.log1p(mu)
+    q = lib.floor((y + 1.0) / 2.0 * mu + 0.5)
+    return q.astype(np.int64) if lib is np else q.long()
+
+
+def mu_law_decode(q, mu: int = 255):
+    """Integer classes 0..mu -> float audio in [-1, 1] (the centre of each level)."""
+    lib = _lib(q)
+    y = (q.astype(np.float64) if lib is np else q.double()) * (2.0 / mu) - 1.0
+    x = lib.sign(y) * ((1.0 + mu) ** lib.abs(y) - 1.0) / mu
+    return x.astype(np.float32) if lib is np else x.float()
+
+
+def int16_to_float(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32) / INT16_SCALE
+
+
+def float_to_int16(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(np.asarray(x, dtype=np.float64) * INT16_SCALE), -32768, 32767).astype(
+        np.int16
+    )
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
+    """Write mono 16-bit PCM atomically. `audio` is int16, or float in [-1, 1]."""
+    audio = np.asarray(audio)
+    if audio.dtype != np.int16:
+        audio = float_to_int16(audio)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(audio.astype("<i2").tobytes())
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read a 16-bit PCM wav -> (int16 mono samples, sample rate). Stereo is averaged."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2:
+                raise DeepSynthError(f"{path}: only 16-bit PCM wav is supported")
+            rate, channels = w.getframerate(), w.getnchannels()
+            data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    except FileNotFoundError:
+        raise DeepSynthError(f"{path}: no such file") from None
+    except (wave.Error, EOFError) as e:
+        raise DeepSynthError(f"{path}: not a readable wav file ({e})") from None
+    if channels > 1:
+        data = data.reshape(-1, channels).mean(axis=1).round().astype(np.int16)
+    return data.astype(np.int16), rate

@@ -1,0 +1,244 @@
+"""The `deepsynth` command. The only module that parses arguments or prints for a person.
+
+Errors in the input end the command with one line on stderr and exit code 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from deepsynth import __version__
+from deepsynth.errors import DeepSynthError
+
+EXIT_BAD_INPUT = 2
+MIDI_SUFFIXES = (".mid", ".midi")
+
+
+def _err(msg: str) -> None:
+    print(f"deepsynth: error: {msg}", file=sys.stderr)
+
+
+def _warn(msg: str) -> None:
+    print(f"deepsynth: warning: {msg}", file=sys.stderr)
+
+
+def _output_dir(path: str | os.PathLike) -> Path:
+    """Create (if needed) and check an output directory; unusable ones are a DeepSynthError."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DeepSynthError(f"{out}: exists and is not a directory") from None
+    except OSError as e:
+        raise DeepSynthError(f"{out}: cannot create output directory ({e.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise DeepSynthError(f"{out}: output directory is not writable")
+    return out
+
+
+def _output_file(path: str | os.PathLike, suffixes: Sequence[str]) -> Path:
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise DeepSynthError(f"{p}: output must end in {' or '.join(suffixes)}")
+    _output_dir(p.parent if str(p.parent) else ".")
+    return p
+
+
+def expand_midi_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files as given; directories searched recursively for .mid/.midi files."""
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            midis = sorted(q for q in p.rglob("*") if q.suffix.lower() in MIDI_SUFFIXES)
+            if not midis:
+                raise DeepSynthError(f"{p}: directory has no MIDI files (.mid, .midi)")
+            found += midis
+        elif not p.exists():
+            raise DeepSynthError(f"{p}: no such file or directory")
+        else:
+            found.append(p)
+    return found
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    """Output names: the file stem, prefixed by its folder where two stems collide."""
+    stems = [p.stem for p in paths]
+    return [f"{p.parent.name}-{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+
+
+def _sim_config(args):
+    from deepsynth.config import AudioConfig, SimConfig
+
+    if args.sample_rate <= 0:
+        raise DeepSynthError(f"sample rate must be positive, got {args.sample_rate}")
+    return SimConfig(audio=AudioConfig(sample_rate=args.sample_rate), pedal=args.pedal)
+
+
+def _add_sim_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--soundfont", metavar="PATH",
+                   help="SoundFont (.sf2) for the piano (default: TimGM6mb.sf2 from pretty_midi)")
+    p.add_argument("--pedal", choices=("extend", "raw"), default="extend",
+                   help="extend: notes sound (and show) until the sustain pedal lifts (default); "
+                        "raw: notes end at key-up")
+    p.add_argument("--sample-rate", type=int, default=4000, metavar="HZ",
+                   help="audio sample rate (default 4000)")
+
+
+def _simulate_one(job: tuple) -> tuple[str, dict | None, str | None]:
+    midi, out, name, cfg, soundfont, fps, any_instrument = job
+    from deepsynth.sim.simulate import simulate_to_files
+
+    try:
+        meta = simulate_to_files(midi, out, name, cfg, soundfont, fps, any_instrument)
+        return str(midi), meta, None
+    except DeepSynthError as e:
+        return str(midi), None, str(e)
+
+
+def cmd_simulate(args) -> int:
+    from tqdm import tqdm
+
+    from deepsynth.sim.synth import load_soundfont
+
+    cfg = _sim_config(args)
+    load_soundfont(args.soundfont)  # a bad SoundFont fails before any work
+    if args.fps is not None and args.fps <= 0:
+        raise DeepSynthError(f"--fps must be positive, got {args.fps}")
+    midis = expand_midi_inputs(args.inputs)
+    out = _output_dir(args.output)
+    jobs = [(m, out, n, cfg, args.soundfont, args.fps, args.any_instrument)
+            for m, n in zip(midis, _unique_names(midis), strict=True)]
+    failures: list[tuple[str, str]] = []
+    bar = tqdm(total=len(jobs), unit="song", disable=len(jobs) < 2 or args.quiet, file=sys.stderr)
+    if args.workers > 1 and len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.workers) as pool:
+            results = pool.map(_simulate_one, jobs)
+            done = _collect(results, bar, failures, args.quiet)
+    else:
+        done = _collect(map(_simulate_one, jobs), bar, failures, args.quiet)
+    bar.close()
+    if failures:
+        print(f"{len(failures)} of {len(jobs)} songs failed:", file=sys.stderr)
+        for midi, reason in failures:
+            print(f"  {reason}" if reason.startswith(midi) else f"  {midi}: {reason}",
+                  file=sys.stderr)
+    if len(jobs) > 1 and not args.quiet:
+        print(f"wrote {done} of {len(jobs)} songs to {out}/")
+    return EXIT_BAD_INPUT if failures else 0
+
+
+def _collect(results, bar, failures, quiet) -> int:
+    done = 0
+    for midi, meta, error in results:
+        bar.update()
+        if error is not None:
+            failures.append((midi, error))
+            continue
+        done += 1
+        for w in meta["warnings"]:
+            _warn(f"{midi}: {w}")
+        if meta["clipped"]:
+            _warn(f"{midi}: scaled by {meta['clip_scale']:.3f} so it does not clip")
+        if not quiet:
+            bar.write(f"{meta['outputs'][0]}  {meta['seconds']:.1f} s, {meta['n_notes']} notes, "
+                      f"{meta['n_key_changes']} frames (+ .wav, .json)")
+    return done
+
+
+def cmd_video2midi(args) -> int:
+    from deepsynth.sim.keystates import notes_from_key_changes
+    from deepsynth.sim.midi import write_midi
+    from deepsynth.sim.video import read_key_changes
+
+    out = _output_file(args.output, MIDI_SUFFIXES)
+    changes = read_key_changes(args.video, sample_rate=args.sample_rate)
+    notes = notes_from_key_changes(changes)
+    write_midi(notes, out, sample_rate=changes.sample_rate)
+    print(f"{out}: {len(notes)} notes from {len(changes)} key states "
+          f"({changes.n_samples / changes.sample_rate:.1f} s)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from deepsynth.config import SimConfig
+    from deepsynth.sim.compose import write_demo_midi
+    from deepsynth.sim.simulate import simulate_to_files
+
+    out = _output_dir(args.output)
+    midi = out / "demo.mid"
+    write_demo_midi(midi)
+    meta = simulate_to_files(midi, out, "demo", SimConfig())
+    print(f"DeepSynth demo: a {meta['seconds']:.1f} s piece composed by the project, simulated")
+    print(f"  score      {midi}")
+    print(f"  video      {out / 'demo.mp4'}  (keyboard video + ground-truth piano sound)")
+    print(f"  audio      {out / 'demo.wav'}  (ground truth, {meta['sample_rate']} Hz 16-bit)")
+    print(f"  metadata   {out / 'demo.json'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepsynth",
+        description="DeepSynth: a piano's audio from a silent video of its keyboard.",
+    )
+    parser.add_argument("--version", action="version", version=f"deepsynth {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("simulate", help="MIDI -> keyboard video (mp4) + ground-truth audio (wav)",
+                       description="Simulate a piano: for each MIDI file write OUT/SONG.mp4 "
+                       "(keyboard video with sound), OUT/SONG.wav (ground truth) and "
+                       "OUT/SONG.json (metadata).")
+    p.add_argument("inputs", nargs="+", metavar="SONG.mid|DIR",
+                   help="MIDI files, or directories searched for them")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output directory")
+    _add_sim_options(p)
+    p.add_argument("--fps", type=float, metavar="N",
+                   help="constant frame rate like a camera (default: one frame per key change "
+                        "at its exact time)")
+    p.add_argument("--any-instrument", action="store_true",
+                   help="play notes of non-piano instruments on the piano too")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="songs simulated in parallel (default 1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("video2midi", help="keyboard video -> MIDI (the reference decoder)",
+                       description="Read the pressed keys from every frame of a keyboard video "
+                       "and write them as a MIDI file.")
+    p.add_argument("video", metavar="VIDEO.mp4")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.mid")
+    p.add_argument("--sample-rate", type=int, default=None, metavar="HZ",
+                   help="time grid for videos not written by DeepSynth (default 4000)")
+    p.set_defaults(func=cmd_video2midi)
+
+    p = sub.add_parser("demo", help="the one-command demo (what `make demo` runs)",
+                       description="Compose a short piece, simulate it and write the results.")
+    p.add_argument("-o", "--output", default="demo", metavar="OUTDIR",
+                   help="output directory (default: demo)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable = args.func
+    try:
+        return int(func(args) or 0)
+    except DeepSynthError as e:
+        _err(str(e))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The simulator end to end: a MIDI file -> key changes + ground-truth audio (+ files on disk)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from deepsynth.atomic import atomic_write_text
+from deepsynth.audio import write_wav
+from deepsynth.config import SimConfig, to_dict
+from deepsynth.sim.keystates import KeyChanges, key_changes
+from deepsynth.sim.midi import Piece, read_midi
+from deepsynth.sim.synth import Rendered, load_soundfont, n_samples_for, render_notes
+
+
+@dataclass(frozen=True)
+class Simulation:
+    piece: Piece
+    changes: KeyChanges
+    audio: Rendered
+    cfg: SimConfig
+    soundfont: str
+
+    @property
+    def seconds(self) -> float:
+        return self.changes.n_samples / self.cfg.audio.sample_rate
+
+    def metadata(self) -> dict:
+        return {
+            "name": self.piece.name,
+            "sample_rate": self.cfg.audio.sample_rate,
+            "n_samples": self.changes.n_samples,
+            "seconds": round(self.seconds, 4),
+            "n_notes": len(self.piece.notes),
+            "n_key_changes": len(self.changes),
+            "pedal": self.piece.pedal,
+            "soundfont": self.soundfont,
+            "gain_db": self.cfg.gain_db,
+            "clip_scale": self.audio.scale,
+            "clipped": self.audio.scale < 1.0,
+            "peak_before_scaling": round(self.audio.peak, 5),
+            "warnings": list(self.piece.warnings),
+            "sim_config": to_dict(self.cfg),
+        }
+
+
+def simulate(
+    midi_path: str | os.PathLike,
+    cfg: SimConfig = SimConfig(),
+    soundfont: str | os.PathLike | None = None,
+    any_instrument: bool = False,
+) -> Simulation:
+    """Read a MIDI file and compute what the video shows and what the piano sounds like."""
+    sf_path, _ = load_soundfont(soundfont)  # fail on a bad SoundFont before any work
+    piece = read_midi(midi_path, pedal=cfg.pedal, any_instrument=any_instrument)
+    n = n_samples_for(piece.notes, cfg)
+    changes = key_changes(piece.notes, cfg.audio.sample_rate, n)
+    audio = render_notes(piece.notes, cfg, sf_path, n_samples=changes.n_samples)
+    return Simulation(piece, changes, audio, cfg, str(sf_path))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def simulate_to_files(
+    midi_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    name: str | None = None,
+    cfg: SimConfig = SimConfig(),
+    soundfont: str | os.PathLike | None = None,
+    fps: float | None = None,
+    any_instrument: bool = False,
+) -> dict:
+    """Write OUT/NAME.mp4 (video + audio), OUT/NAME.wav (ground truth) and OUT/NAME.json."""
+    from deepsynth.sim.video import write_video  # PyAV is only needed here
+
+    sim = simulate(midi_path, cfg, soundfont, any_instrument)
+    out = Path(out_dir)
+    name = name or Path(midi_path).stem
+    meta = sim.metadata() | {"source": str(midi_path), "source_sha256": file_sha256(midi_path),
+                             "fps": fps}
+    write_wav(out / f"{name}.wav", sim.audio.audio, cfg.audio.sample_rate)
+    write_video(out / f"{name}.mp4", sim.changes, sim.audio.audio, fps=fps)
+    atomic_write_text(out / f"{name}.json", json.dumps(meta, indent=2) + "\n")
+    return meta | {"outputs": [str(out / f"{name}.{ext}") for ext in ("mp4", "wav", "json")]}

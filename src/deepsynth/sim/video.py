@@ -1,0 +1,219 @@
+"""Keyboard videos as mp4 files (PyAV): write frames at exact sample times, read them back.
+
+Writing: H.264 in the `gray` pixel format at qp 0 (lossless, bit exact), one frame per key-state
+change at its exact time (variable frame rate), or `fps` frames a second like a camera. The
+audio goes in as a second stream (AAC; at 16 kHz when the audio rate is below that, since AAC
+cannot be 4 kHz). The sample rate and length of the piece are kept in the container's comment
+tag, so a reader recovers exact sample indices.
+
+Reading: unique frames (identical consecutive frames are merged) with the sample index at which
+each starts. Any 780x57 video works; the Y plane is taken as is (no range conversion).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from deepsynth.atomic import atomic_path
+from deepsynth.errors import DeepSynthError
+from deepsynth.sim import keyboard
+from deepsynth.sim.keystates import KeyChanges, changes_from_states
+
+AAC_RATES = (16000, 22050, 24000, 32000, 44100, 48000)
+_TAG = re.compile(r"deepsynth sample_rate=(\d+) n_samples=(\d+)")
+RENDER_CHUNK = 256  # frames rendered at a time while writing (keeps memory flat)
+
+
+def _aac_rate(sample_rate: int) -> int:
+    return sample_rate if sample_rate in AAC_RATES else 16000
+
+
+def frame_schedule(changes: KeyChanges, fps: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """(pts in samples, row of `changes.states`) of every frame to write.
+
+    Variable rate: one frame per change, plus the final state repeated on the last sample so the
+    video lasts as long as the audio. Constant rate: a frame every 1/fps s showing the state at
+    that instant.
+    """
+    n = changes.n_samples
+    if fps is None:
+        pts = np.r_[changes.starts, n - 1] if changes.starts[-1] < n - 1 else changes.starts
+        rows = np.r_[np.arange(len(changes)), len(changes) - 1][: len(pts)]
+        return pts.astype(np.int64), rows
+    if fps <= 0:
+        raise DeepSynthError(f"fps must be positive, got {fps}")
+    sr = changes.sample_rate
+    count = int(np.ceil(n * fps / sr))
+    pts = np.floor(np.arange(count) * sr / fps + 0.5).astype(np.int64)
+    pts = pts[pts < n]
+    rows = np.searchsorted(changes.starts, pts, side="right") - 1
+    return pts, rows
+
+
+def write_video(
+    path: str | os.PathLike,
+    changes: KeyChanges,
+    audio: np.ndarray | None = None,
+    fps: float | None = None,
+) -> None:
+    """Write the keyboard video of `changes` (+ int16 `audio` at its sample rate) to an mp4."""
+    pts, rows = frame_schedule(changes, fps)
+
+    def frames() -> Iterator[tuple[int, np.ndarray]]:
+        for lo in range(0, len(pts), RENDER_CHUNK):
+            images = keyboard.render(changes.states[rows[lo : lo + RENDER_CHUNK]])
+            yield from zip(pts[lo : lo + RENDER_CHUNK].tolist(), images, strict=True)
+
+    write_frames(path, frames(), changes.sample_rate, changes.n_samples, audio)
+
+
+def write_frames(
+    path: str | os.PathLike,
+    frames: Iterable[tuple[int, np.ndarray]],
+    sample_rate: int,
+    n_samples: int,
+    audio: np.ndarray | None = None,
+) -> None:
+    """Write (pts in samples, 57x780 uint8 image) frames, and optionally audio, to an mp4."""
+    import av
+
+    tag = f"deepsynth sample_rate={sample_rate} n_samples={n_samples}"
+    time_base = Fraction(1, sample_rate)
+    with atomic_path(path, suffix=".mp4") as tmp, av.open(str(tmp), "w", format="mp4") as out:
+        out.metadata["comment"] = tag
+        video = out.add_stream("libx264")
+        video.width, video.height = keyboard.WIDTH, keyboard.HEIGHT
+        video.pix_fmt = "gray"
+        video.options = {"qp": "0", "preset": "veryfast"}  # qp 0: lossless
+        video.time_base = video.codec_context.time_base = time_base
+        astream = None
+        if audio is not None:
+            astream = out.add_stream("aac", rate=_aac_rate(sample_rate))
+            astream.layout = "mono"
+        for t, img in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="gray")
+            frame.pts, frame.time_base = int(t), time_base
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+        if astream is not None:
+            _encode_audio(out, astream, np.asarray(audio), sample_rate)
+
+
+def _encode_audio(container, stream, audio: np.ndarray, sample_rate: int) -> None:
+    import av
+    from scipy.signal import resample_poly
+
+    rate = stream.rate
+    x = audio.astype(np.float32) / 32768.0 if audio.dtype == np.int16 else audio.astype(np.float32)
+    if rate != sample_rate:
+        ratio = Fraction(rate, sample_rate)
+        x = resample_poly(x, ratio.numerator, ratio.denominator).astype(np.float32)
+    frame = av.AudioFrame.from_ndarray(np.clip(x, -1, 1)[None], format="flt", layout="mono")
+    frame.sample_rate, frame.pts = rate, 0
+    container.mux(stream.encode(frame))
+    container.mux(stream.encode())
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    sample_rate: int
+    n_samples: int | None  # known for videos DeepSynth wrote
+
+
+def _open(path: str | os.PathLike):
+    import av
+
+    p = Path(path)
+    if not p.exists():
+        raise DeepSynthError(f"{p}: no such file")
+    if p.is_dir():
+        raise DeepSynthError(f"{p}: is a directory, not a video")
+    try:
+        container = av.open(str(p))
+    except av.FFmpegError as e:
+        raise DeepSynthError(f"{p}: not a readable video ({e.strerror or e})") from None
+    if not container.streams.video:
+        container.close()
+        raise DeepSynthError(f"{p}: has no video stream")
+    v = container.streams.video[0]
+    if (v.codec_context.width, v.codec_context.height) != (keyboard.WIDTH, keyboard.HEIGHT):
+        container.close()
+        raise DeepSynthError(
+            f"{p}: video is {v.codec_context.width}x{v.codec_context.height}, "
+            f"a keyboard video must be {keyboard.WIDTH}x{keyboard.HEIGHT}"
+        )
+    return container
+
+
+def video_info(path: str | os.PathLike, sample_rate: int | None = None) -> VideoInfo:
+    with _open(path) as container:
+        return _info(container, sample_rate)
+
+
+def _info(container, sample_rate: int | None) -> VideoInfo:
+    m = _TAG.search(container.metadata.get("comment", ""))
+    if m:
+        return VideoInfo(int(m.group(1)), int(m.group(2)))
+    return VideoInfo(sample_rate or 4000, None)
+
+
+def iter_frames(
+    path: str | os.PathLike, sample_rate: int | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (start sample, 57x780 uint8 frame) for each run of identical frames."""
+    import av
+
+    container = _open(path)
+    try:
+        sr = _info(container, sample_rate).sample_rate
+        previous = None
+        for frame in container.decode(video=0):
+            plane = frame.planes[0]
+            img = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+            img = img[:, : frame.width]
+            if previous is not None and np.array_equal(img, previous):
+                continue
+            previous = img.copy()
+            t = frame.pts if frame.pts is not None else 0
+            yield int(round(Fraction(t) * frame.time_base * sr)), previous
+    except av.FFmpegError as e:
+        raise DeepSynthError(f"{path}: video cannot be decoded ({e.strerror or e})") from None
+    finally:
+        container.close()
+
+
+@dataclass(frozen=True)
+class VideoFrames:
+    frames: np.ndarray  # (N, 57, 780) uint8, consecutive frames differ
+    starts: np.ndarray  # (N,) int64 sample index where each frame starts
+    sample_rate: int
+    n_samples: int
+
+
+def read_video(path: str | os.PathLike, sample_rate: int | None = None) -> VideoFrames:
+    """All unique frames of a keyboard video and the sample index at which each starts."""
+    info = video_info(path, sample_rate)
+    starts, frames = [], []
+    for start, img in iter_frames(path, sample_rate):
+        starts.append(start)
+        frames.append(img)
+    if not frames:
+        raise DeepSynthError(f"{path}: video has no frames")
+    starts_a = np.asarray(starts, dtype=np.int64)
+    starts_a -= starts_a[0]  # a video's first frame is shown from its first sample
+    n = info.n_samples if info.n_samples is not None else int(starts_a[-1]) + 1
+    return VideoFrames(np.stack(frames), starts_a, info.sample_rate, max(n, int(starts_a[-1]) + 1))
+
+
+def read_key_changes(path: str | os.PathLike, sample_rate: int | None = None) -> KeyChanges:
+    """The reference decoder: key states read from every frame's pixels (thresholded)."""
+    video = read_video(path, sample_rate)
+    states = keyboard.read_key_states(video.frames)
+    return changes_from_states(video.starts, states, video.sample_rate, video.n_samples)
