@@ -1,51 +1,16 @@
-"""The `deepsynth` command. The only module that parses arguments or prints for a person.
-
-Errors in the input end the command with one line on stderr and exit code 2 (no traceback).
-"""
+"""Sub-commands of the piano simulator: simulate, video2midi, demo."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from deepsynth import __version__
+from deepsynth.cli.common import EXIT_BAD_INPUT, output_dir, output_file, warn
 from deepsynth.errors import DeepSynthError
 
-EXIT_BAD_INPUT = 2
 MIDI_SUFFIXES = (".mid", ".midi")
-
-
-def _err(msg: str) -> None:
-    print(f"deepsynth: error: {msg}", file=sys.stderr)
-
-
-def _warn(msg: str) -> None:
-    print(f"deepsynth: warning: {msg}", file=sys.stderr)
-
-
-def _output_dir(path: str | os.PathLike) -> Path:
-    """Create (if needed) and check an output directory; unusable ones are a DeepSynthError."""
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise DeepSynthError(f"{out}: exists and is not a directory") from None
-    except OSError as e:
-        raise DeepSynthError(f"{out}: cannot create output directory ({e.strerror})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise DeepSynthError(f"{out}: output directory is not writable")
-    return out
-
-
-def _output_file(path: str | os.PathLike, suffixes: Sequence[str]) -> Path:
-    p = Path(path)
-    if p.suffix.lower() not in suffixes:
-        raise DeepSynthError(f"{p}: output must end in {' or '.join(suffixes)}")
-    _output_dir(p.parent if str(p.parent) else ".")
-    return p
 
 
 def expand_midi_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -110,7 +75,7 @@ def cmd_simulate(args) -> int:
     if args.fps is not None and args.fps <= 0:
         raise DeepSynthError(f"--fps must be positive, got {args.fps}")
     midis = expand_midi_inputs(args.inputs)
-    out = _output_dir(args.output)
+    out = output_dir(args.output)
     jobs = [(m, out, n, cfg, args.soundfont, args.fps, args.any_instrument)
             for m, n in zip(midis, _unique_names(midis), strict=True)]
     failures: list[tuple[str, str]] = []
@@ -143,9 +108,9 @@ def _collect(results, bar, failures, quiet) -> int:
             continue
         done += 1
         for w in meta["warnings"]:
-            _warn(f"{midi}: {w}")
+            warn(f"{midi}: {w}")
         if meta["clipped"]:
-            _warn(f"{midi}: scaled by {meta['clip_scale']:.3f} so it does not clip")
+            warn(f"{midi}: scaled by {meta['clip_scale']:.3f} so it does not clip")
         if not quiet:
             bar.write(f"{meta['outputs'][0]}  {meta['seconds']:.1f} s, {meta['n_notes']} notes, "
                       f"{meta['n_key_changes']} frames (+ .wav, .json)")
@@ -157,7 +122,7 @@ def cmd_video2midi(args) -> int:
     from deepsynth.sim.midi import write_midi
     from deepsynth.sim.video import read_key_changes
 
-    out = _output_file(args.output, MIDI_SUFFIXES)
+    out = output_file(args.output, MIDI_SUFFIXES)
     changes = read_key_changes(args.video, sample_rate=args.sample_rate)
     notes = notes_from_key_changes(changes)
     write_midi(notes, out, sample_rate=changes.sample_rate)
@@ -171,7 +136,7 @@ def cmd_demo(args) -> int:
     from deepsynth.sim.compose import write_demo_midi
     from deepsynth.sim.simulate import simulate_to_files
 
-    out = _output_dir(args.output)
+    out = output_dir(args.output)
     midi = out / "demo.mid"
     write_demo_midi(midi)
     meta = simulate_to_files(midi, out, "demo", SimConfig())
@@ -183,14 +148,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="deepsynth",
-        description="DeepSynth: a piano's audio from a silent video of its keyboard.",
-    )
-    parser.add_argument("--version", action="version", version=f"deepsynth {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def register(sub) -> None:
+    """Add simulate, video2midi and demo to the `deepsynth` sub-command parser."""
     p = sub.add_parser("simulate", help="MIDI -> keyboard video (mp4) + ground-truth audio (wav)",
                        description="Simulate a piano: for each MIDI file write OUT/SONG.mp4 "
                        "(keyboard video with sound), OUT/SONG.wav (ground truth) and "
@@ -223,22 +182,5 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="demo", metavar="OUTDIR",
                    help="output directory (default: demo)")
     p.set_defaults(func=cmd_demo)
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    func: Callable = args.func
-    try:
-        return int(func(args) or 0)
-    except DeepSynthError as e:
-        _err(str(e))
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
