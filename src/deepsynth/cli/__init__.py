@@ -7,7 +7,6 @@ Errors in the input end the command with one line on stderr and exit code 2 (no 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Sequence
 
 from deepsynth import __version__
@@ -43,6 +42,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         err("interrupted")
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -89,6 +89,8 @@ def cmd_simulate(args) -> int:
     else:
         done = _collect(map(_simulate_one, jobs), bar, failures, args.quiet)
     bar.close()
+    if len(jobs) == 1 and failures:
+        raise DeepSynthError(failures[0][1])
     if failures:
         print(f"{len(failures)} of {len(jobs)} songs failed:", file=sys.stderr)
         for midi, reason in failures:

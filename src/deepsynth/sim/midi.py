@@ -169,6 +169,8 @@ def parse_midi(
             if last_tick > on:
                 unclosed += 1
                 notes_out.append((channel, pitch, velocity, on, last_tick))
+            else:
+                zero_length += 1
 
     notes_warn = []
     if not notes_out:

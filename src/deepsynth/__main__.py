@@ -1,0 +1,5 @@
+import sys
+
+from deepsynth.cli import main
+
+sys.exit(main())
