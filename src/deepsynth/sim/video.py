@@ -97,6 +97,7 @@ def write_frames(
         if audio is not None:
             astream = out.add_stream("aac", rate=_aac_rate(sample_rate))
             astream.layout = "mono"
+            astream.options = {"b": "32k"}  # ample for 4 kHz audio; 3x faster than the default
         for t, img in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="gray")
             frame.pts, frame.time_base = int(t), time_base

@@ -1,0 +1,212 @@
+"""What a configuration costs: parameters, receptive field (measured by gradient), multiply-adds
+per generated sample and a training-memory estimate. Fast for every preset: the big models are
+only ever built on the meta device, and the receptive field is probed on a 16-channel copy (it
+depends on kernels and dilations only, not on widths)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from deepsynth.config import FrameCNNConfig, ModelConfig
+from deepsynth.model.deepsynth import DeepSynth
+
+TRAIN_BATCH = 3
+TRAIN_SAMPLES = 20_000  # 5 s at 4 kHz; a segment also carries one receptive field of context
+FRAMES_PER_SECOND = 10.0  # assumed rate of key-state changes, for the frame CNN's share
+
+
+def count_params(module: torch.nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def _span(grad: torch.Tensor) -> int:
+    """Length of the stretch of time steps (last axis) with a nonzero gradient."""
+    nz = torch.nonzero(grad.abs().sum(dim=tuple(range(grad.dim() - 1))) > 0).flatten()
+    if nz.numel() == 0:
+        raise RuntimeError("no gradient reached the input")
+    if nz[0] == 0:
+        raise RuntimeError("probe too short: the receptive field reaches the first time step")
+    return int(nz[-1] - nz[0] + 1)
+
+
+def measure_receptive_field(model: DeepSynth, length: int | None = None) -> tuple[int, int]:
+    """(audio, video) receptive fields in samples, by gradient: backpropagate from the logits at
+    the last position to a float input standing in for the one-hot audio (resp. to the held frame
+    features) and count the span of nonzero gradient. Video is 0 without video."""
+    gen = torch.Generator().manual_seed(0)
+    p = next(model.parameters())
+    kw = {"dtype": p.dtype, "device": p.device}
+    T = length or 2 * (model.receptive_field + model.video_receptive_field) + 16
+    dec, enc = model.decoder, model.encoder
+    probe = torch.randn(dec.n_classes, generator=gen).to(**kw)
+
+    def last_logit(logits: torch.Tensor) -> torch.Tensor:
+        return (logits[0, :, -1] * probe).sum()
+
+    cond = None
+    feat_width = model.cfg.cnn.features
+    if enc is not None:
+        cond = enc(torch.randn(1, feat_width, T, generator=gen).to(**kw)).detach()
+    audio = torch.randn(1, dec.n_classes, T, generator=gen).to(**kw).requires_grad_()
+    last_logit(dec(audio, cond)).backward()
+    audio_rf = _span(audio.grad)
+    if enc is None:
+        return audio_rf, 0
+    feats = torch.randn(1, feat_width, T, generator=gen).to(**kw).requires_grad_()
+    classes = torch.randint(0, dec.n_classes, (1, T), generator=gen, device=p.device)
+    last_logit(dec(classes, enc(feats))).backward()
+    return audio_rf, _span(feats.grad)
+
+
+def thin_copy(cfg: ModelConfig, width: int = 16) -> ModelConfig:
+    """The same layer structure (kernels, dilations, layer counts) with `width` channels."""
+
+    def stack(s):
+        return dataclasses.replace(s, residual_channels=width, skip_channels=width)
+
+    cnn = FrameCNNConfig(channels=(), input_pool=(1, 1), features=width)
+    return dataclasses.replace(
+        cfg, cnn=cnn, encoder=stack(cfg.encoder), decoder=stack(cfg.decoder), cond_channels=width
+    )
+
+
+def _macs(fn, *args) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn(*args)
+    return counter.get_total_flops() // 2
+
+
+def macs_per_sample(model: DeepSynth) -> dict[str, int]:
+    """Multiply-adds of cached generation at batch 1: per new sample for the decoder and the
+    encoder, per unique frame for the CNN. Counts matrix products only (no activations)."""
+    p = next(model.parameters())
+    state = model.init_state(1, device=p.device, dtype=p.dtype)
+    prev = torch.zeros(1, dtype=torch.long, device=p.device)
+    cond = feature = None
+    out = {"encoder": 0, "cnn_per_frame": 0}
+    if model.encoder is not None:
+        feature = torch.zeros(1, model.cfg.cnn.features, device=p.device, dtype=p.dtype)
+        out["encoder"] = _macs(model.encoder.step, feature, state.encoder)
+        cond = model.encoder.step(feature, state.encoder)
+        frame = torch.zeros(
+            1, model.cfg.frame_height, model.cfg.frame_width, dtype=torch.uint8, device=p.device
+        )
+        out["cnn_per_frame"] = _macs(model.frame_features, frame)
+    out["decoder"] = _macs(model.decoder.step, prev, cond, state.decoder)
+    return out
+
+
+def saved_activation_bytes(model: DeepSynth, batch: int, length: int, frames: int) -> int:
+    """Bytes autograd keeps for backward (parameters excluded, shared storage counted once)
+    in one training forward + cross-entropy on random inputs."""
+    p = next(model.parameters())
+    params = {q.untyped_storage()._cdata for q in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        if s._cdata not in params:
+            seen[s._cdata] = s.nbytes()
+        return t
+
+    cfg = model.cfg
+    with torch.device(p.device):
+        video = torch.zeros(frames, cfg.frame_height, cfg.frame_width, dtype=torch.uint8)
+        index = torch.zeros(batch, length, dtype=torch.long)
+        audio = torch.zeros(batch, length, dtype=torch.long)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        F.cross_entropy(model(video, index, audio), audio)
+    return sum(seen.values())
+
+
+def train_memory(model: DeepSynth, batch: int, length: int, frames: int) -> dict[str, int]:
+    """Estimated training memory, float32: saved activations (measured at a short length and
+    scaled linearly in samples and in frames) + weights, gradients and Adam's two moments."""
+    t1, t2, n1, n2 = 256, 512, 1, 2
+    a = saved_activation_bytes(model, batch, t1, n1)
+    per_sample = (saved_activation_bytes(model, batch, t2, n1) - a) / (t2 - t1)
+    per_frame = 0.0
+    if model.frame_cnn is not None:
+        per_frame = saved_activation_bytes(model, batch, t1, n2) - a
+    activations = a + per_sample * (length - t1) + per_frame * (frames - n1)
+    weights = 4 * 4 * count_params(model)  # fp32 weights, grads, Adam m and v
+    return {
+        "activations": int(activations),
+        "weights_grads_adam": weights,
+        "total": int(activations) + weights,
+    }
+
+
+def model_info(cfg: ModelConfig) -> dict[str, Any]:
+    """A flat dict (JSON-ready) describing what `cfg` costs."""
+    with torch.device("meta"):
+        model = DeepSynth(cfg)
+    rate = cfg.audio.sample_rate
+    with torch.random.fork_rng(devices=[]):  # deterministic probe, global RNG untouched
+        torch.manual_seed(0)
+        thin = DeepSynth(thin_copy(cfg)).double()
+    audio_rf, video_rf = measure_receptive_field(thin)
+    macs = macs_per_sample(model)
+    seconds = TRAIN_SAMPLES / rate
+    length = TRAIN_SAMPLES + audio_rf
+    frames = max(1, round(TRAIN_BATCH * seconds * FRAMES_PER_SECOND)) if not cfg.no_video else 1
+    mem = train_memory(model, TRAIN_BATCH, length, frames)
+    total = count_params(model)
+    return {
+        "params": total,
+        "params_frame_cnn": count_params(model.frame_cnn),
+        "params_encoder": count_params(model.encoder),
+        "params_decoder": count_params(model.decoder),
+        "rf_samples": audio_rf,
+        "rf_ms": round(1000 * audio_rf / rate, 1),
+        "video_rf_samples": video_rf,
+        "video_rf_ms": round(1000 * video_rf / rate, 1),
+        "macs_per_sample": macs["decoder"] + macs["encoder"],
+        "macs_decoder_per_sample": macs["decoder"],
+        "macs_encoder_per_sample": macs["encoder"],
+        "macs_cnn_per_frame": macs["cnn_per_frame"],
+        "train_batch": f"{TRAIN_BATCH}x{length} samples, {frames} frames",
+        "train_memory_bytes": mem["total"],
+        "train_memory_activation_bytes": mem["activations"],
+        "train_memory_weight_bytes": mem["weights_grads_adam"],
+        "checkpoint_bytes_fp16": 2 * total,
+    }
+
+
+COLUMNS = [  # (key, header, format)
+    ("preset", "preset", "{}"),
+    ("params", "params", "{:,}"),
+    ("rf_samples", "RF", "{}"),
+    ("rf_ms", "RF ms", "{:.1f}"),
+    ("video_rf_samples", "video RF", "{}"),
+    ("macs_per_sample", "MAC/sample", "{:,}"),
+    ("macs_cnn_per_frame", "CNN MAC/frame", "{:,}"),
+    ("train_memory_bytes", "train mem", "{}"),
+]
+
+
+def _fmt(key: str, spec: str, value: Any) -> str:
+    if key == "train_memory_bytes":
+        return f"{value / 2**30:.1f} GiB"
+    return spec.format(value)
+
+
+def format_info_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table, one row per `model_info` dict (a "preset" key names the row)."""
+    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    cells = [[h for _, h, _ in cols]]
+    cells += [[_fmt(k, s, r[k]) if k in r else "" for k, _, s in cols] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
