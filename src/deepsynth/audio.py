@@ -80,3 +80,42 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if channels > 1:
         data = data.reshape(-1, channels).mean(axis=1).round().astype(np.int16)
     return data.astype(np.int16), rate
+
+
+class StreamingWavWriter:
+    """Write 16-bit mono audio chunk by chunk to a temporary file beside `path`; the header is
+    patched after every chunk, so the file is a valid wav at any moment. On success, and on
+    Ctrl-C (what was generated is kept), it is renamed to `path`; on any other error it goes."""
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int) -> None:
+        from deepsynth.atomic import atomic_path
+
+        self._atomic = atomic_path(path, suffix=".wav")
+        self.path = path
+        self.sample_rate = sample_rate
+        self.frames = 0
+
+    def __enter__(self) -> StreamingWavWriter:
+        tmp = self._atomic.__enter__()
+        self._file = open(tmp, "wb")  # noqa: SIM115 (closed in __exit__)
+        self._wav = wave.open(self._file, "wb")
+        self._wav.setnchannels(1)
+        self._wav.setsampwidth(2)
+        self._wav.setframerate(int(self.sample_rate))
+        return self
+
+    def write(self, audio: np.ndarray) -> None:
+        audio = np.asarray(audio)
+        if audio.dtype != np.int16:
+            audio = float_to_int16(audio)
+        self._wav.writeframes(audio.astype("<i2").tobytes())  # also patches the header
+        self._file.flush()
+        self.frames += len(audio)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._wav.close()
+        self._file.close()
+        if exc_type is KeyboardInterrupt:  # keep the partial result as a valid file
+            self._atomic.__exit__(None, None, None)
+            return False
+        return bool(self._atomic.__exit__(exc_type, exc, tb))

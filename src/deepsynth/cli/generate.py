@@ -1,0 +1,176 @@
+"""Sub-command: synthesize (video or MIDI in, generated piano audio out)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from deepsynth.cli.common import output_dir, output_file, warn
+from deepsynth.errors import DeepSynthError
+
+OUT_SUFFIXES = (".wav", ".mp4")
+
+
+def default_checkpoint() -> Path:
+    return Path(__file__).resolve().parent.parent / "checkpoints" / "small.pt"
+
+
+def load_model(checkpoint: str | None):
+    from deepsynth.checkpoint import load_checkpoint
+
+    path = Path(checkpoint) if checkpoint else default_checkpoint()
+    if checkpoint is None and not path.exists():
+        raise DeepSynthError(f"no default checkpoint at {path}: pass --checkpoint PATH")
+    model, payload = load_checkpoint(path)
+    return model, payload, path
+
+
+def _targets(args, n_inputs: int) -> list[Path]:
+    inputs = [Path(i) for i in args.inputs]
+    if n_inputs == 1 and Path(args.output).suffix.lower() in OUT_SUFFIXES:
+        return [output_file(args.output, OUT_SUFFIXES)]
+    if n_inputs == 1 and Path(args.output).suffix:
+        raise DeepSynthError(f"{args.output}: output must end in .wav or .mp4 (or be a directory)")
+    out = output_dir(args.output)
+    names = [p.stem for p in inputs]
+    if len(set(names)) < len(names):  # e.g. song.mid and song.mp4: keep the input's kind
+        names = [f"{p.stem}-{p.suffix.lstrip('.').lower()}" for p in inputs]
+    if len(set(names)) < len(names):
+        names = [f"{i}-{n}" for i, n in enumerate(names)]
+    return [out / f"{n}.{args.format}" for n in names]
+
+
+def cmd_synthesize(args) -> int:
+    from tqdm import tqdm
+
+    from deepsynth.audio import StreamingWavWriter
+    from deepsynth.generate.generator import Window, generate
+    from deepsynth.generate.outputs import write_mp4
+    from deepsynth.generate.sources import open_source
+
+    if args.temperature < 0:
+        raise DeepSynthError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.device == "cuda":
+        raise DeepSynthError("generation runs on the CPU (fused kernel); CUDA is not supported yet")
+    model, payload, ckpt = load_model(args.checkpoint)
+    sr = model.cfg.audio.sample_rate
+    sources = [open_source(p, sample_rate=sr) for p in args.inputs]
+    for s in sources:
+        if s.sample_rate != sr:
+            raise DeepSynthError(
+                f"{s.path}: video is timed at {s.sample_rate} Hz, the model generates {sr} Hz"
+            )
+    windows = []
+    for s in sources:
+        start = int(round(args.start * sr))
+        if start >= s.n_samples:
+            raise DeepSynthError(
+                f"{s.path}: --start {args.start} s is past its end ({s.n_samples / sr:.1f} s)"
+            )
+        length = s.n_samples - start if args.duration is None else int(round(args.duration * sr))
+        if length <= 0:
+            raise DeepSynthError(f"--duration must be positive, got {args.duration}")
+        windows.append(Window(start, min(length, s.n_samples - start)))
+    targets = _targets(args, len(sources))
+    total = max(w.length for w in windows)
+    bar = tqdm(
+        total=total,
+        unit="sample",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=args.quiet,
+        desc=f"generating {len(sources)} x {total / sr:.1f} s",
+    )
+    began = time.perf_counter()
+    with ExitStack() as stack:
+        wavs = [
+            stack.enter_context(StreamingWavWriter(t, sr)) if t.suffix == ".wav" else None
+            for t in targets
+        ]
+
+        def on_chunk(pieces) -> None:
+            for wav, piece in zip(wavs, pieces, strict=True):
+                if wav is not None:
+                    wav.write(piece)
+            bar.update(max(len(p) for p in pieces))
+            rate = bar.n / max(time.perf_counter() - began, 1e-9)
+            bar.set_postfix_str(f"{rate / sr:.1f}x real time")
+
+        try:
+            audio = generate(
+                model, sources, windows, args.temperature, args.seed, on_chunk=on_chunk
+            )
+        except KeyboardInterrupt:
+            bar.close()
+            kept = [str(t) for t, w in zip(targets, wavs, strict=True) if w is not None]
+            warn(f"interrupted: kept what was generated in {', '.join(kept) or 'nothing'}")
+            raise
+    bar.close()
+    seconds = time.perf_counter() - began
+    for target, src, window, pcm in zip(targets, sources, windows, audio, strict=True):
+        if target.suffix == ".mp4":
+            write_mp4(target, src, window, pcm)
+        if not args.quiet:
+            print(f"{target}  {window.length / sr:.1f} s generated")
+    if not args.quiet:
+        samples = sum(w.length for w in windows)
+        print(
+            f"{samples / seconds:,.0f} samples/s = {samples / seconds / sr:.1f}x real time "
+            f"({ckpt.name}, temperature {args.temperature}, seed {args.seed})"
+        )
+    return 0
+
+
+def register(sub) -> None:
+    """Add `synthesize` to the `deepsynth` sub-command parser."""
+    p = sub.add_parser(
+        "synthesize",
+        help="generate the piano's audio for a keyboard video (or a MIDI file)",
+        description="Generate audio sample by sample with a trained model. INPUT is a keyboard "
+        "video (mp4 from `deepsynth simulate`) or a MIDI file (simulated on the fly). Several "
+        "inputs are generated together as one batch.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video (.mp4) or MIDI (.mid)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="OUT.wav (generated audio) or OUT.mp4 (the video with the generated "
+        "sound); a directory for several inputs",
+    )
+    p.add_argument(
+        "--format",
+        choices=("wav", "mp4"),
+        default="wav",
+        help="what to write per input when OUT is a directory (default wav)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="trained model (default: the checkpoint shipped with DeepSynth)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="sampling temperature; 0 picks the most likely sample (default 1)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="where to generate (default cpu)"
+    )
+    p.add_argument(
+        "--start",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="start this many seconds into the piece (default 0)",
+    )
+    p.add_argument(
+        "--duration", type=float, metavar="S", help="seconds to generate (default: to the end)"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=cmd_synthesize)

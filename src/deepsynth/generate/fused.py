@@ -1,0 +1,311 @@
+"""The decoder's one-sample step fused into one compiled loop (numba), for fast generation.
+
+At batch 1 a WaveNet step is a few hundred tiny matrix-vector products: in eager PyTorch the
+per-operation overhead, not arithmetic, sets the speed. Here the weights are packed once into
+contiguous float32 arrays (pre-transposed so every inner loop runs over contiguous memory) and a
+whole chunk of samples runs in one compiled call: per sample and layer, read the ring buffer of
+past inputs, dilated conv + conditioning, gate, residual and skip, then the head and sampling.
+
+The cache: per layer a ring buffer of its last (kernel - 1) * dilation inputs, so a new sample
+costs O(layers) work, not O(receptive field). The conditioning of every layer (the decoder's 1x1
+projection of the video encoder's output) is computed in parallel for a chunk beforehand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from deepsynth.model.wavenet import WaveNetDecoder
+
+
+@dataclass
+class PackedDecoder:
+    """The decoder's weights as contiguous float32 arrays (layer l, output o, input i)."""
+
+    embed: np.ndarray  # (K, R): input conv as a lookup table, bias included
+    conv_w: np.ndarray  # (L, k, 2R, R): tap j reads the input (k - 1 - j) * dilation back
+    conv_b: np.ndarray  # (L, 2R)
+    out_w: np.ndarray  # (L, R + S, R): residual rows then skip rows
+    out_b: np.ndarray  # (L, R + S)
+    head1_w: np.ndarray  # (S, S)
+    head1_b: np.ndarray  # (S,)
+    head2_w: np.ndarray  # (K, S)
+    head2_b: np.ndarray  # (K,)
+    dilations: np.ndarray  # (L,) int64
+    offsets: np.ndarray  # (L + 1,) int64: where each layer's ring starts in the cache
+    kernel: int
+
+    @property
+    def cache_len(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def residual(self) -> int:
+        return self.embed.shape[1]
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
+
+
+def pack_decoder(decoder: WaveNetDecoder) -> PackedDecoder:
+    blocks = decoder.stack.blocks
+    k = decoder.stack.kernel_size
+    dil = np.array(decoder.stack.dilations, dtype=np.int64)
+    ctx = (k - 1) * dil
+    return PackedDecoder(
+        embed=_np(decoder.input.weight[:, :, 0].t() + decoder.input.bias),
+        conv_w=np.ascontiguousarray(
+            np.stack([_np(b.conv.weight).transpose(2, 0, 1) for b in blocks])
+        ),
+        conv_b=np.stack([_np(b.conv.bias) for b in blocks]),
+        out_w=np.stack(
+            [
+                np.concatenate([_np(b.res.weight[:, :, 0]), _np(b.skip.weight[:, :, 0])])
+                for b in blocks
+            ]
+        ),
+        out_b=np.stack([np.concatenate([_np(b.res.bias), _np(b.skip.bias)]) for b in blocks]),
+        head1_w=_np(decoder.head1.weight[:, :, 0]),
+        head1_b=_np(decoder.head1.bias),
+        head2_w=_np(decoder.head2.weight[:, :, 0]),
+        head2_b=_np(decoder.head2.bias),
+        dilations=dil,
+        offsets=np.concatenate([[0], np.cumsum(np.maximum(ctx, 1))]).astype(np.int64),
+        kernel=k,
+    )
+
+
+@njit(cache=True, fastmath=True, nogil=True)
+def _run_one(
+    p_embed,
+    conv_w,
+    conv_b,
+    out_w,
+    out_b,
+    h1w,
+    h1b,
+    h2w,
+    h2b,
+    dil,
+    off,
+    kernel,
+    cache,
+    t0,
+    cond,
+    prev,
+    forced,
+    uniforms,
+    inv_temp,
+    classes,
+    logits_out,
+    keep_logits,
+):
+    """Samples t0 .. t0 + T - 1 of one sequence. cache (cache_len, R) ring buffers; cond
+    (T, L, 2R) or (0, 0, 0) without conditioning; forced (T,) classes for teacher forcing or (0,);
+    uniforms (T,) in [0, 1) for sampling; writes classes (T,) and, if keep_logits, logits (T, K)."""
+    n_layers = conv_w.shape[0]
+    R = p_embed.shape[1]
+    S = h1w.shape[0]
+    K = h2w.shape[0]
+    T = classes.shape[0]
+    x = np.empty(R, np.float32)
+    h = np.empty(2 * R, np.float32)
+    z = np.empty(R, np.float32)
+    skip = np.empty(S, np.float32)
+    hid = np.empty(S, np.float32)
+    logits = np.empty(K, np.float32)
+    has_cond = cond.shape[0] > 0
+    for tt in range(T):
+        t = t0 + tt
+        for i in range(R):
+            x[i] = p_embed[prev, i]
+        for i in range(S):
+            skip[i] = 0.0
+        for l in range(n_layers):
+            d = dil[l]
+            ctx = (kernel - 1) * d
+            for o in range(2 * R):
+                h[o] = conv_b[l, o]
+                if has_cond:
+                    h[o] += cond[tt, l, o]
+            for j in range(kernel):
+                back = (kernel - 1 - j) * d
+                if back == 0:
+                    for o in range(2 * R):
+                        acc = 0.0
+                        for i in range(R):
+                            acc += conv_w[l, j, o, i] * x[i]
+                        h[o] += acc
+                else:
+                    row = off[l] + (t - back) % ctx
+                    for o in range(2 * R):
+                        acc = 0.0
+                        for i in range(R):
+                            acc += conv_w[l, j, o, i] * cache[row, i]
+                        h[o] += acc
+            if ctx > 0:
+                row = off[l] + t % ctx
+                for i in range(R):
+                    cache[row, i] = x[i]
+            for i in range(R):
+                z[i] = np.tanh(h[i]) / (1.0 + np.exp(-h[R + i]))
+            for o in range(R + S):
+                acc = out_b[l, o]
+                for i in range(R):
+                    acc += out_w[l, o, i] * z[i]
+                if o < R:
+                    x[o] += acc
+                else:
+                    skip[o - R] += acc
+        for i in range(S):
+            skip[i] = max(skip[i], 0.0)
+        for o in range(S):
+            acc = h1b[o]
+            for i in range(S):
+                acc += h1w[o, i] * skip[i]
+            hid[o] = max(acc, 0.0)
+        best = 0
+        for o in range(K):
+            acc = h2b[o]
+            for i in range(S):
+                acc += h2w[o, i] * hid[i]
+            logits[o] = acc
+            if acc > logits[best]:
+                best = o
+        if keep_logits:
+            for o in range(K):
+                logits_out[tt, o] = logits[o]
+        if forced.shape[0] > 0:
+            nxt = forced[tt]
+        elif inv_temp <= 0.0:  # temperature 0: the most likely class
+            nxt = best
+        else:  # inverse-CDF sampling from softmax(logits / temperature)
+            top = logits[best]
+            total = 0.0
+            for o in range(K):
+                total += np.exp((logits[o] - top) * inv_temp)
+            target = uniforms[tt] * total
+            acc = 0.0
+            nxt = K - 1
+            for o in range(K):
+                acc += np.exp((logits[o] - top) * inv_temp)
+                if acc > target:
+                    nxt = o
+                    break
+        classes[tt] = nxt
+        prev = nxt
+    return prev
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _run_batch(
+    p_embed,
+    conv_w,
+    conv_b,
+    out_w,
+    out_b,
+    h1w,
+    h1b,
+    h2w,
+    h2b,
+    dil,
+    off,
+    kernel,
+    caches,
+    t0,
+    cond,
+    prev,
+    forced,
+    uniforms,
+    inv_temp,
+    classes,
+    logits_out,
+    keep_logits,
+):
+    """`_run_one` for every sequence of the batch, the sequences spread over the CPU cores.
+    caches (B, cache_len, R); cond (B, T, L, 2R) or (B, 0, 0, 0); forced (B, T) or (B, 0)."""
+    for b in prange(caches.shape[0]):
+        prev[b] = _run_one(
+            p_embed,
+            conv_w,
+            conv_b,
+            out_w,
+            out_b,
+            h1w,
+            h1b,
+            h2w,
+            h2b,
+            dil,
+            off,
+            kernel,
+            caches[b],
+            t0,
+            cond[b],
+            prev[b],
+            forced[b],
+            uniforms[b],
+            inv_temp,
+            classes[b],
+            logits_out[b],
+            keep_logits,
+        )
+
+
+class FusedDecoderState:
+    """The decoder's cache for a batch, and the loop over chunks of samples."""
+
+    def __init__(self, packed: PackedDecoder, batch: int, first_class: int) -> None:
+        self.p = packed
+        self.cache = np.zeros((batch, packed.cache_len, packed.residual), np.float32)
+        self.prev = np.full(batch, first_class, np.int64)
+        self.t = 0
+
+    def run(
+        self,
+        cond: np.ndarray | None,  # (B, T, L, 2R) float32
+        n: int,
+        uniforms: np.ndarray | None = None,  # (B, T)
+        temperature: float = 1.0,
+        forced: np.ndarray | None = None,  # (B, T) int64
+        keep_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Generate (or, with `forced`, score) the next `n` samples -> (classes (B, n), logits)."""
+        p, B = self.p, self.cache.shape[0]
+        K = p.head2_w.shape[0]
+        classes = np.empty((B, n), np.int64)
+        logits = np.empty((B, n if keep_logits else 0, K), np.float32)
+        cond = np.zeros((B, 0, 0, 0), np.float32) if cond is None else cond
+        forced = np.zeros((B, 0), np.int64) if forced is None else forced
+        uniforms = np.zeros((B, n), np.float64) if uniforms is None else uniforms
+        inv_temp = 0.0 if temperature <= 0 else 1.0 / temperature
+        _run_batch(
+            p.embed,
+            p.conv_w,
+            p.conv_b,
+            p.out_w,
+            p.out_b,
+            p.head1_w,
+            p.head1_b,
+            p.head2_w,
+            p.head2_b,
+            p.dilations,
+            p.offsets,
+            p.kernel,
+            self.cache,
+            self.t,
+            np.ascontiguousarray(cond, np.float32),
+            self.prev,
+            np.ascontiguousarray(forced, np.int64),
+            np.ascontiguousarray(uniforms),
+            inv_temp,
+            classes,
+            logits,
+            keep_logits,
+        )
+        self.t += n
+        return classes, (logits if keep_logits else None)

@@ -1,0 +1,152 @@
+"""Autoregressive generation with an explicit cache, batched, in chunks.
+
+For each chunk of samples: the frame features (the CNN ran once per unique frame, up front) are
+held at audio rate, the video encoder runs in parallel over the chunk plus one encoder receptive
+field of real left context (so the result equals the encoder over the whole piece), each decoder
+layer's conditioning projection is taken for the chunk, and then the fused decoder steps through
+the chunk sample by sample. Memory is bounded by the chunk, not the piece.
+
+Sampling draws one uniform number per sample from a per-sequence random generator seeded from
+`seed`, so the same seed gives the same audio whatever the chunk size or batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from deepsynth.audio import float_to_int16, mu_law_decode
+from deepsynth.generate.fused import FusedDecoderState, pack_decoder
+from deepsynth.generate.sources import VideoSource
+from deepsynth.model.deepsynth import DeepSynth
+from deepsynth.model.frame_cnn import hold
+
+COND_BUDGET_BYTES = 64 << 20  # per chunk, for the per-layer conditioning of the whole batch
+
+
+@dataclass(frozen=True)
+class Window:
+    """The samples [start, start + length) of a source to generate."""
+
+    start: int
+    length: int
+
+
+class Conditioner:
+    """Per-layer decoder conditioning for chunks of one or more sources (numpy float32)."""
+
+    def __init__(self, model: DeepSynth, features: Sequence[torch.Tensor | None]) -> None:
+        self.model = model
+        self.features = features
+        enc = model.encoder
+        self.context = 0 if enc is None else enc.receptive_field - 1
+        blocks = model.decoder.stack.blocks
+        # (L, 2R, C): each layer's 1x1 projection of the conditioning
+        self.proj = None if enc is None else torch.stack([b.cond.weight[:, :, 0] for b in blocks])
+
+    @torch.no_grad()
+    def chunk(
+        self, sources: Sequence[VideoSource], starts: Sequence[int], n: int
+    ) -> np.ndarray | None:
+        """(B, n, L, 2R) for samples [start_b, start_b + n) of each source."""
+        if self.proj is None:
+            return None
+        out = []
+        for src, feats, start in zip(sources, self.features, starts, strict=True):
+            lo = max(start - self.context, 0)
+            idx = torch.from_numpy(src.frame_index(lo, start + n))
+            cond = self.model.encoder(hold(feats, idx[None]))[0, :, start - lo :]  # (C, n)
+            out.append(torch.einsum("loc,cn->nlo", self.proj, cond))
+        return torch.stack(out).numpy()
+
+
+@torch.no_grad()
+def frame_features(model: DeepSynth, source: VideoSource) -> torch.Tensor | None:
+    """The CNN's features of every unique frame of `source` (None for a model without video)."""
+    if model.frame_cnn is None:
+        return None
+    parts = [
+        model.frame_features(torch.from_numpy(np.ascontiguousarray(b)))
+        for b in source.frame_batches()
+    ]
+    return torch.cat(parts)
+
+
+def chunk_length(model: DeepSynth, batch: int, requested: int | None = None) -> int:
+    if requested:
+        return requested
+    blocks = model.decoder.stack.blocks
+    per_sample = batch * len(blocks) * blocks[0].conv.out_channels * 4
+    return int(np.clip(COND_BUDGET_BYTES // max(per_sample, 1), 64, 4000))
+
+
+@torch.no_grad()
+def generate(
+    model: DeepSynth,
+    sources: Sequence[VideoSource],
+    windows: Sequence[Window] | None = None,
+    temperature: float = 1.0,
+    seed: int = 0,
+    chunk: int | None = None,
+    on_chunk: Callable[[list[np.ndarray]], None] | None = None,
+) -> list[np.ndarray]:
+    """Generate int16 audio for each source (as one batch). `on_chunk` receives each new chunk
+    (one int16 array per source, already cut to its window) as soon as it is generated."""
+    model = model.eval().float().cpu()
+    windows = list(windows or [Window(0, s.n_samples) for s in sources])
+    conditioner = Conditioner(model, [frame_features(model, s) for s in sources])
+    state = FusedDecoderState(pack_decoder(model.decoder), len(sources), model.silence)
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(sources))]
+    total = max(w.length for w in windows)
+    step = chunk_length(model, len(sources), chunk)
+    outputs: list[list[np.ndarray]] = [[] for _ in sources]
+    mu = model.cfg.audio.mu
+    for t in range(0, total, step):
+        n = min(step, total - t)
+        cond = conditioner.chunk(sources, [w.start + t for w in windows], n)
+        uniforms = np.stack([r.random(n) for r in rngs])
+        classes, _ = state.run(cond, n, uniforms, temperature)
+        pieces = []
+        for b, w in enumerate(windows):
+            keep = max(0, min(n, w.length - t))
+            pcm = float_to_int16(mu_law_decode(classes[b, :keep], mu))
+            outputs[b].append(pcm)
+            pieces.append(pcm)
+        if on_chunk is not None:
+            on_chunk(pieces)
+    return [np.concatenate(o) if o else np.zeros(0, np.int16) for o in outputs]
+
+
+@torch.no_grad()
+def score_incremental(
+    model: DeepSynth,
+    frames: torch.Tensor | None,
+    frame_index: torch.Tensor | None,
+    audio: torch.Tensor,
+    chunk: int = 1000,
+) -> torch.Tensor:
+    """Teacher-forced logits (B, K, T) computed sample by sample with the cache, in the layout
+    of `model.forward(frames, frame_index, audio)`, which they must equal."""
+    model = model.eval().float().cpu()
+    B, T = audio.shape
+    state = FusedDecoderState(pack_decoder(model.decoder), B, model.silence)
+    feats = model.frame_features(frames) if model.frame_cnn is not None else None
+    proj = (
+        None
+        if model.encoder is None
+        else torch.stack([b.cond.weight[:, :, 0] for b in model.decoder.stack.blocks])
+    )
+    cond_all = None if feats is None else model.encoder(hold(feats, frame_index))  # (B, C, T)
+    out = []
+    for t in range(0, T, chunk):
+        n = min(chunk, T - t)
+        cond = None
+        if proj is not None:
+            cond = torch.einsum("loc,bcn->bnlo", proj, cond_all[:, :, t : t + n]).numpy()
+        forced = audio[:, t : t + n].numpy().astype(np.int64)
+        _, logits = state.run(cond, n, forced=forced, keep_logits=True)
+        out.append(torch.from_numpy(logits))
+    return torch.cat(out, dim=1).transpose(1, 2)

@@ -1,0 +1,149 @@
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from deepsynth.audio import StreamingWavWriter
+from deepsynth.generate.generator import (
+    Conditioner,
+    Window,
+    frame_features,
+    generate,
+    score_incremental,
+)
+from deepsynth.generate.sources import VideoSource
+from deepsynth.model.deepsynth import DeepSynth
+from deepsynth.model.frame_cnn import hold
+from deepsynth.model.presets import get_preset
+from deepsynth.sim import keyboard
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def model(name: str, seed: int = 0) -> DeepSynth:
+    torch.manual_seed(seed)
+    m = DeepSynth(get_preset(name).model).eval()
+    with torch.no_grad():  # larger random weights than the init, so differences would show
+        for p in m.parameters():
+            p.mul_(1.5)
+    return m
+
+
+def random_video(n_frames: int, n_samples: int, seed: int = 0) -> VideoSource:
+    rng = np.random.default_rng(seed)
+    states = rng.random((n_frames, 88)) < 0.1
+    starts = np.r_[0, np.sort(rng.choice(np.arange(1, n_samples), n_frames - 1, replace=False))]
+
+    def frames():
+        yield keyboard.render(states)
+
+    return VideoSource(
+        path=None,
+        kind="test",
+        starts=starts.astype(np.int64),
+        n_samples=n_samples,
+        sample_rate=4000,
+        frames_fn=frames,
+    )
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "paper-15x128"])
+def test_cached_step_logits_equal_parallel_forward(name):
+    m = model(name)
+    T = 3 * m.receptive_field + 100  # over three receptive fields
+    src = random_video(12, T)
+    frames = torch.from_numpy(keyboard.render(np.random.default_rng(1).random((12, 88)) < 0.1))
+    index = torch.from_numpy(src.frame_index(0, T))[None].repeat(2, 1)
+    audio = torch.randint(0, 256, (2, T), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        parallel = m(frames, index, audio)
+    cached = score_incremental(m, frames, index, audio, chunk=777)
+    assert cached.shape == parallel.shape
+    assert (cached - parallel).abs().max().item() <= 1e-4
+    assert parallel.std() > 0.1  # the comparison is not between near-constant outputs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["paper-27x256"])
+def test_cached_step_exact_for_big_presets(name):
+    test_cached_step_logits_equal_parallel_forward(name)
+
+
+def test_chunked_conditioning_equals_encoder_over_the_whole_piece():
+    m = model("small")
+    src = random_video(20, 6000)
+    feats = frame_features(m, src)
+    with torch.no_grad():
+        full = m.encoder(hold(feats, torch.from_numpy(src.frame_index(0, 6000))[None]))[0]
+    cond = Conditioner(m, [feats])
+    for start, n in [(0, 300), (1000, 700), (5000, 1000)]:
+        chunk = cond.chunk([src], [start], n)[0]  # (n, L, 2R)
+        for layer, block in enumerate(m.decoder.stack.blocks):
+            w = block.cond.weight[:, :, 0].detach()
+            want = torch.einsum("oc,cn->no", w, full[:, start : start + n])
+            np.testing.assert_allclose(chunk[:, layer], want.numpy(), atol=1e-5)
+
+
+def test_same_seed_same_audio_whatever_the_chunk_or_batch():
+    m = model("tiny")
+    a, b = random_video(6, 3000, 0), random_video(9, 2500, 1)
+    alone = generate(m, [a], seed=7, chunk=500)[0]
+    batched = generate(m, [a, b], seed=7, chunk=333)
+    assert np.array_equal(alone, batched[0])
+    assert len(batched[1]) == 2500
+    other = generate(m, [a], seed=8, chunk=500)[0]
+    assert not np.array_equal(alone, other)
+    assert alone.dtype == np.int16 and len(alone) == 3000
+
+
+def test_temperature_zero_is_greedy_and_window_is_respected():
+    m = model("tiny")
+    src = random_video(6, 4000)
+    g1 = generate(m, [src], [Window(1000, 1500)], temperature=0.0, seed=1)[0]
+    g2 = generate(m, [src], [Window(1000, 1500)], temperature=0.0, seed=2)[0]
+    assert np.array_equal(g1, g2) and len(g1) == 1500
+
+
+def test_streaming_chunks_match_the_result():
+    m = model("tiny")
+    src = random_video(5, 2000)
+    got = []
+    out = generate(m, [src], seed=3, chunk=300, on_chunk=lambda pieces: got.append(pieces[0]))
+    assert len(got) == 7 and np.array_equal(np.concatenate(got), out[0])
+
+
+def test_model_without_video_generates():
+    cfg = get_preset("tiny").model
+    from dataclasses import replace
+
+    m = DeepSynth(replace(cfg, no_video=True)).eval()
+    assert len(generate(m, [random_video(3, 800)], seed=0)[0]) == 800
+
+
+def _wav_frames(path) -> int:
+    with wave.open(str(path)) as w:
+        return w.getnframes()
+
+
+def test_streaming_wav_keeps_partial_audio_on_ctrl_c(tmp_path):
+    path = tmp_path / "out.wav"
+    with pytest.raises(KeyboardInterrupt), StreamingWavWriter(path, 4000) as w:
+        w.write(np.ones(1000, np.int16))
+        assert _wav_frames(next(tmp_path.glob(".out.wav.*"))) == 1000  # valid while writing
+        raise KeyboardInterrupt
+    assert _wav_frames(path) == 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]
+
+
+def test_streaming_wav_removed_on_error(tmp_path):
+    with pytest.raises(RuntimeError), StreamingWavWriter(tmp_path / "x.wav", 4000) as w:
+        w.write(np.ones(10, np.int16))
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
