@@ -58,7 +58,6 @@ def open_source(path: str | os.PathLike, sample_rate: int = 4000) -> VideoSource
 
 def _midi_source(path: Path, sample_rate: int) -> VideoSource:
     from deepsynth.config import AudioConfig, SimConfig
-    from deepsynth.sim import keyboard
     from deepsynth.sim.keystates import key_changes
     from deepsynth.sim.midi import read_midi
     from deepsynth.sim.synth import n_samples_for
@@ -66,13 +65,27 @@ def _midi_source(path: Path, sample_rate: int) -> VideoSource:
     cfg = SimConfig(audio=AudioConfig(sample_rate=sample_rate))
     piece = read_midi(path, pedal=cfg.pedal)
     changes = key_changes(piece.notes, sample_rate, n_samples_for(piece.notes, cfg))
+    return source_from_changes(changes, path, kind="midi")
+
+
+def source_from_changes(
+    changes: KeyChanges, path: str | os.PathLike | None = None, kind: str = "keys"
+) -> VideoSource:
+    """A source whose frames are drawn from key states (a simulated MIDI file, a stored song)."""
+    from deepsynth.sim import keyboard
 
     def frames() -> Iterator[np.ndarray]:
         for lo in range(0, len(changes), FRAME_BATCH):
             yield keyboard.render(changes.states[lo : lo + FRAME_BATCH])
 
     return VideoSource(
-        path, "midi", changes.starts, changes.n_samples, sample_rate, frames, changes
+        Path(path) if path is not None else None,
+        kind,
+        changes.starts,
+        changes.n_samples,
+        changes.sample_rate,
+        frames,
+        changes,
     )
 
 

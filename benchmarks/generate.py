@@ -1,0 +1,150 @@
+"""Generation speed: cached incremental sampling (fused kernel) against the naive way (re-running
+the whole network over the receptive field for every new sample), at batch 1 and batch 32, for
+`small` and `paper-27x256` on the CPU; plus the end-to-end rate of `generate` (conditioning
+included) and its memory on a long piece.
+
+Targets (issue 7): cached >= 50x naive; `small` >= 4,000 samples/s (real time) at batch 1 on
+2 cores. Random weights: speed does not depend on what the weights are.
+
+    python benchmarks/generate.py [--presets small paper-27x256] [--long-minutes 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+from _common import append_result
+
+from deepsynth.generate.fused import FusedDecoderState, pack_decoder
+from deepsynth.generate.generator import Window, generate
+from deepsynth.generate.sources import VideoSource
+from deepsynth.model.deepsynth import DeepSynth
+from deepsynth.model.presets import get_preset
+from deepsynth.sim import keyboard
+
+
+def cached_rate(model: DeepSynth, batch: int, n: int) -> float:
+    """Samples/s (all sequences together) of the fused decoder step, conditioning given."""
+    packed = pack_decoder(model.decoder)
+    layers = len(model.decoder.stack.blocks)
+    state = FusedDecoderState(packed, batch, model.silence)
+    cond = np.random.default_rng(0).standard_normal((batch, n, layers, 2 * packed.residual))
+    cond = (0.1 * cond).astype(np.float32)
+    uniforms = np.random.default_rng(1).random((batch, n))
+    state.run(cond[:, :8], 8, uniforms[:, :8])  # compile / warm up
+    start = time.perf_counter()
+    state.run(cond, n, uniforms)
+    return batch * n / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def naive_rate(model: DeepSynth, batch: int, n: int) -> float:
+    """Samples/s when each new sample re-runs encoder + decoder over the window it depends on
+    (the frame CNN is still run once per unique frame, as any sane baseline would)."""
+    window = model.receptive_field + model.video_receptive_field
+    feats_frames = torch.from_numpy(keyboard.render(np.zeros((1, 88), bool)))
+    index = torch.zeros(batch, window, dtype=torch.long)
+    audio = torch.full((batch, window), model.silence, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    for _ in range(n):
+        logits = model(feats_frames, index, audio)[:, :, -1]
+        nxt = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=g)[:, 0]
+        audio = torch.cat([audio[:, 1:], nxt[:, None]], dim=1)
+    return batch * n / (time.perf_counter() - start)
+
+
+def long_source(minutes: float, seed: int = 0) -> VideoSource:
+    """A synthetic keyboard video of `minutes`, about 8 key changes a second (as the corpus)."""
+    sr = 4000
+    n = int(minutes * 60 * sr)
+    rng = np.random.default_rng(seed)
+    starts = np.r_[0, np.sort(rng.choice(np.arange(1, n), int(minutes * 60 * 8), replace=False))]
+    states = rng.random((len(starts), 88)) < 0.06
+
+    def frames():
+        for lo in range(0, len(states), 256):
+            yield keyboard.render(states[lo : lo + 256])
+
+    return VideoSource(None, "bench", starts.astype(np.int64), n, sr, frames)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb() -> float:
+    """Resident memory now (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=["small", "paper-27x256"])
+    ap.add_argument("--long-minutes", type=float, default=10.0)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    record: dict = {"threads": torch.get_num_threads()}
+    if "small" in args.presets:  # first, so the peak RSS reflects generation alone
+        name = "small"
+        model = DeepSynth(get_preset(name).model).eval()
+        src = long_source(1.0)
+        generate(model, [src], [Window(0, 4000)])  # warm up
+        start = time.perf_counter()
+        generate(model, [src])
+        e2e = src.n_samples / (time.perf_counter() - start)
+        rss_1min = peak_rss_mb()
+        long = long_source(args.long_minutes, seed=1)
+        trace: list[float] = []  # resident memory after each generated chunk
+        start = time.perf_counter()
+        generate(model, [long], on_chunk=lambda _: trace.append(rss_mb()))
+        e2e_long = long.n_samples / (time.perf_counter() - start)
+        rss_long = peak_rss_mb()
+        print(
+            f"{name:>13} end to end (conditioning included), batch 1: {e2e:,.0f} samples/s "
+            f"= {e2e / 4000:.1f}x real time (target >= 1x)"
+        )
+        print(
+            f"{name:>13} {args.long_minutes:g}-minute piece: {e2e_long:,.0f} samples/s, "
+            f"peak RSS {rss_1min:.0f} MB after 1 min -> {rss_long:.0f} MB after "
+            f"{args.long_minutes:g} min; resident memory while generating: {trace[0]:.0f} MB "
+            f"after the first chunk, {trace[-1]:.0f} MB after the last ({len(trace)} chunks)"
+        )
+        record |= {
+            "small_e2e_b1": round(e2e, 1),
+            "small_e2e_x_realtime": round(e2e / 4000, 2),
+            "long_minutes": args.long_minutes,
+            "small_long_e2e": round(e2e_long, 1),
+            "peak_rss_mb_after_1min": round(rss_1min),
+            "peak_rss_mb_after_long": round(rss_long),
+            "rss_mb_first_chunk": round(trace[0]),
+            "rss_mb_last_chunk": round(trace[-1]),
+        }
+    for name in args.presets:
+        model = DeepSynth(get_preset(name).model).eval()
+        big = model.decoder.stack.blocks[0].conv.in_channels >= 256
+        for batch in (1, 32):
+            n_cached = (2000 if big else 20000) // (1 if batch == 1 else 8)
+            n_naive = (3 if big else 40) if batch == 1 else (1 if big else 5)
+            cached = cached_rate(model, batch, n_cached)
+            naive = naive_rate(model, batch, n_naive)
+            print(
+                f"{name:>13} batch {batch:2d}: cached {cached:10,.0f} samples/s  naive "
+                f"{naive:8,.1f} samples/s  -> {cached / naive:7,.0f}x naive "
+                f"({cached / batch / 4000:.2f}x real time per stream)"
+            )
+            record[f"{name}_b{batch}_cached"] = round(cached, 1)
+            record[f"{name}_b{batch}_naive"] = round(naive, 2)
+            record[f"{name}_b{batch}_ratio"] = round(cached / naive, 1)
+    print(f"appended to {append_result('generate', record)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""`deepsynth synthesize` end to end on a tiny random-weight checkpoint."""
+
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+import torch
+from midi_factory import TPB, make_midi, save
+
+from deepsynth.audio import read_wav
+from deepsynth.checkpoint import save_checkpoint
+from deepsynth.model.deepsynth import DeepSynth
+from deepsynth.model.presets import get_preset
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "deepsynth", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, DeepSynth(get_preset("tiny").model), extra={"preset": "tiny"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory):
+    d = tmp_path_factory.mktemp("song")
+    notes = [(60, 90, 0, TPB), (64, 80, TPB, 2 * TPB), (67, 100, 2 * TPB, 4 * TPB)]
+    return save(make_midi(notes), d / "song.mid")  # 2 s + 1 s tail = 12,000 samples
+
+
+def test_midi_to_wav_reproducible_with_seed(tmp_path, ckpt, song):
+    for name in ("a.wav", "b.wav"):
+        r = run("synthesize", song, "-o", tmp_path / name, "--checkpoint", ckpt, "--seed", "5")
+        assert r.returncode == 0, r.stderr
+    a, rate = read_wav(tmp_path / "a.wav")
+    b, _ = read_wav(tmp_path / "b.wav")
+    assert rate == 4000 and len(a) == 12000 and np.array_equal(a, b)
+    assert "x real time" in r.stdout
+
+
+def test_video_to_mp4_with_generated_sound(tmp_path, ckpt, song):
+    assert run("simulate", song, "-o", tmp_path, "-q").returncode == 0
+    r = run("synthesize", tmp_path / "song.mp4", "-o", tmp_path / "gen.mp4", "--checkpoint",
+            ckpt, "--start", "0.5", "--duration", "1.5", "-q")
+    assert r.returncode == 0, r.stderr
+    with av.open(str(tmp_path / "gen.mp4")) as c:
+        assert [s.type for s in c.streams] == ["video", "audio"]
+        assert abs(float(c.duration / av.time_base) - 1.5) < 0.1
+        assert sum(1 for _ in c.decode(video=0)) >= 2
+
+
+def test_several_inputs_as_one_batch(tmp_path, ckpt, song):
+    other = save(make_midi([(72, 90, 0, 2 * TPB)]), tmp_path / "other.mid")
+    r = run("synthesize", song, other, "-o", tmp_path / "out", "--checkpoint", ckpt, "-q")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["other.wav", "song.wav"]
+    assert len(read_wav(tmp_path / "out" / "other.wav")[0]) == 8000
+
+
+@pytest.mark.parametrize(
+    ("case", "match"),
+    [("corrupt-ckpt", "checkpoint"), ("missing-input", "no such file"),
+     ("bad-suffix", "must be a video"), ("bad-start", "past its end")],
+)
+def test_bad_input(tmp_path, ckpt, song, case, match):
+    args = [song, "-o", tmp_path / "x.wav", "--checkpoint", ckpt]
+    if case == "corrupt-ckpt":
+        (tmp_path / "bad.pt").write_bytes(b"\x00" * 100)
+        args[-1] = tmp_path / "bad.pt"
+    elif case == "missing-input":
+        args[0] = tmp_path / "nope.mid"
+    elif case == "bad-suffix":
+        (tmp_path / "notes.txt").write_text("hi")
+        args[0] = tmp_path / "notes.txt"
+    elif case == "bad-start":
+        args += ["--start", "60"]
+    r = run("synthesize", *args)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and match in lines[0], r.stderr
+    assert not (tmp_path / "x.wav").exists()
