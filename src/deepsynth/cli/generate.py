@@ -53,7 +53,10 @@ def cmd_synthesize(args) -> int:
     if args.temperature < 0:
         raise DeepSynthError(f"--temperature must be >= 0, got {args.temperature}")
     if args.device == "cuda":
-        raise DeepSynthError("generation runs on the CPU (fused kernel); CUDA is not supported yet")
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DeepSynthError("--device cuda: no CUDA device is available here")
     model, payload, ckpt = load_model(args.checkpoint)
     sr = model.cfg.audio.sample_rate
     sources = [open_source(p, sample_rate=sr) for p in args.inputs]
@@ -99,9 +102,8 @@ def cmd_synthesize(args) -> int:
             bar.set_postfix_str(f"{rate / sr:.1f}x real time")
 
         try:
-            audio = generate(
-                model, sources, windows, args.temperature, args.seed, on_chunk=on_chunk
-            )
+            audio = generate(model, sources, windows, args.temperature, args.seed,
+                             on_chunk=on_chunk, device=args.device)
         except KeyboardInterrupt:
             bar.close()
             kept = [str(t) for t, w in zip(targets, wavs, strict=True) if w is not None]

@@ -12,6 +12,7 @@ Sampling draws one uniform number per sample from a per-sequence random generato
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -83,6 +84,16 @@ def chunk_length(model: DeepSynth, batch: int, requested: int | None = None) -> 
     return int(np.clip(COND_BUDGET_BYTES // max(per_sample, 1), 64, 4000))
 
 
+def decoder_state(model: DeepSynth, batch: int, chunk: int, device: str = "cpu"):
+    """The decoder's cache and step loop: fused numba kernel on the CPU, graphed PyTorch else."""
+    if torch.device(device).type == "cpu":
+        return FusedDecoderState(pack_decoder(model.decoder), batch, model.silence)
+    from deepsynth.generate.graphed import GraphedDecoderState
+
+    decoder = copy.deepcopy(model.decoder)
+    return GraphedDecoderState(decoder, batch, model.silence, chunk, device)
+
+
 @torch.no_grad()
 def generate(
     model: DeepSynth,
@@ -92,16 +103,20 @@ def generate(
     seed: int = 0,
     chunk: int | None = None,
     on_chunk: Callable[[list[np.ndarray]], None] | None = None,
+    device: str = "cpu",
 ) -> list[np.ndarray]:
     """Generate int16 audio for each source (as one batch). `on_chunk` receives each new chunk
-    (one int16 array per source, already cut to its window) as soon as it is generated."""
+    (one int16 array per source, already cut to its window) as soon as it is generated.
+
+    On the CPU the decoder steps in the fused numba kernel; on another device (CUDA) in
+    PyTorch with the step captured in a CUDA graph. The conditioning is computed on the CPU."""
     model = model.eval().float().cpu()
     windows = list(windows or [Window(0, s.n_samples) for s in sources])
     conditioner = Conditioner(model, [frame_features(model, s) for s in sources])
-    state = FusedDecoderState(pack_decoder(model.decoder), len(sources), model.silence)
-    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(sources))]
     total = max(w.length for w in windows)
     step = chunk_length(model, len(sources), chunk)
+    state = decoder_state(model, len(sources), step, device)
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(sources))]
     outputs: list[list[np.ndarray]] = [[] for _ in sources]
     mu = model.cfg.audio.mu
     for t in range(0, total, step):
