@@ -4,12 +4,24 @@ the file alone rebuilds the model. Written atomically; read with `torch.load(wei
 Payload (plain dicts, tensors, numbers and strings only):
     {"format": "deepsynth-checkpoint", "version": 1, "config": to_dict(ModelConfig),
      "model": state_dict, "extra": {...}, **states}   # e.g. optimizer=opt.state_dict()
+
+Sharded checkpoints (`save_checkpoint(..., shard_mb=16)`, for machines that hand back files of at
+most 16 MiB): when the serialized payload is larger than the limit, its bytes are cut into parts
+`NAME.shard-TOKEN.00001-of-0000N` beside the file, and the file itself becomes a small index
+    {"format", "version", "config", "extra", "shards": {"files", "sizes", "sha256", "bytes"}}
+Reading (`read_payload`, `load_checkpoint`) joins the parts, checks their sizes and SHA-256 and
+returns the full payload, so callers never see the difference. Parts carry a fresh token on every
+write and the index is replaced last (atomically), so a reader never sees a mix of two versions;
+parts no longer named by the index are removed after it is replaced.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +33,101 @@ from deepsynth.model.deepsynth import DeepSynth
 
 FORMAT = "deepsynth-checkpoint"
 VERSION = 1
-RESERVED = ("format", "version", "config", "model", "extra")
+RESERVED = ("format", "version", "config", "model", "extra", "shards")
+MIB = 1 << 20
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+SHARD_TAG = ".shard-"
+
+
+def _write_file(path: Path, write) -> None:
+    """Atomically create or replace `path` with what `write(f)` writes (fsync'ed, then renamed)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; give it the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def shard_files(path: str | os.PathLike) -> list[Path]:
+    """Every part file beside `path` that belongs to it (current or stale)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    return sorted(p for p in path.parent.iterdir() if p.name.startswith(path.name + SHARD_TAG))
+
+
+def _remove_stale_shards(path: Path, keep: set[str]) -> None:
+    for p in shard_files(path):
+        if p.name not in keep:
+            p.unlink(missing_ok=True)
+
+
+def _write_payload(path: Path, payload: dict[str, Any], shard_mb: float | None) -> None:
+    if not shard_mb:
+        _write_file(path, lambda f: torch.save(payload, f))
+        _remove_stale_shards(path, set())
+        return
+    limit = max(1, int(shard_mb * MIB))
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    data = buf.getbuffer()
+    if len(data) <= limit:
+        _write_file(path, lambda f: f.write(data))
+        _remove_stale_shards(path, set())
+        return
+    n = -(-len(data) // limit)
+    token = uuid.uuid4().hex[:12]
+    files, sizes, digests = [], [], []
+    for i in range(n):
+        piece = data[i * limit : (i + 1) * limit]
+        name = f"{path.name}{SHARD_TAG}{token}.{i + 1:05d}-of-{n:05d}"
+        _write_file(path.parent / name, lambda f, piece=piece: f.write(piece))
+        files.append(name)
+        sizes.append(len(piece))
+        digests.append(hashlib.sha256(piece).hexdigest())
+    index = {key: payload[key] for key in ("format", "version", "config", "extra")}
+    index["shards"] = {"files": files, "sizes": sizes, "sha256": digests, "bytes": len(data)}
+    _write_file(path, lambda f: torch.save(index, f))
+    _remove_stale_shards(path, set(files))
+
+
+def _join_shards(path: Path, index: dict[str, Any], map_location: Any) -> dict[str, Any]:
+    """The full payload of a sharded checkpoint, from its index; DeepSynthError if a part is
+    missing, truncated or altered."""
+    shards = index["shards"]
+    try:
+        files, sizes, digests = shards["files"], shards["sizes"], shards["sha256"]
+    except (KeyError, TypeError):
+        raise DeepSynthError(f"checkpoint {path} has a damaged shard index") from None
+    buf = bytearray()
+    for name, size, digest in zip(files, sizes, digests, strict=True):
+        part = path.parent / name
+        try:
+            piece = part.read_bytes()
+        except FileNotFoundError:
+            raise DeepSynthError(f"checkpoint {path}: its part {name} is missing") from None
+        except OSError as e:
+            raise DeepSynthError(f"checkpoint {path}: part {name} unreadable ({e})") from None
+        if len(piece) != size or hashlib.sha256(piece).hexdigest() != digest:
+            raise DeepSynthError(
+                f"checkpoint {path}: part {name} is corrupt (size or checksum mismatch)"
+            )
+        buf += piece
+    try:
+        payload = torch.load(io.BytesIO(buf), map_location=map_location, weights_only=True)
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DeepSynthError(f"checkpoint {path}: its parts do not load: {reason}") from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise DeepSynthError(f"checkpoint {path}: its parts are not a DeepSynth checkpoint")
+    return payload
 
 
 def save_checkpoint(
@@ -29,11 +135,14 @@ def save_checkpoint(
     model: DeepSynth,
     extra: dict[str, Any] | None = None,
     half: bool = False,
+    shard_mb: float | None = None,
     **states: Any,
 ) -> None:
     """Write `model` (its config and weights), `extra` (preset name, step, val CE, ..) and any
     named `states` (optimizer=..., scheduler=..) to `path`, atomically. `half=True` stores the
-    floating-point weights as float16 (for shipping; loading converts them back)."""
+    floating-point weights as float16 (for shipping; loading converts them back).
+    `shard_mb`: no file written is larger than this many MiB (see the module doc); None or 0
+    writes one file whatever its size."""
     clash = sorted(set(states) & set(RESERVED))
     if clash:
         raise ValueError(f"reserved checkpoint keys: {clash}")
@@ -51,16 +160,7 @@ def save_checkpoint(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_payload(path, payload, shard_mb)
 
 
 def read_payload(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -81,6 +181,8 @@ def read_payload(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str
         raise DeepSynthError(
             f"checkpoint {path} has format version {payload.get('version')}, expected {VERSION}"
         )
+    if "shards" in payload:
+        payload = _join_shards(path, payload, map_location)
     return payload
 
 

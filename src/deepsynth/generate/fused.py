@@ -283,29 +283,17 @@ class FusedDecoderState:
         forced = np.zeros((B, 0), np.int64) if forced is None else forced
         uniforms = np.zeros((B, n), np.float64) if uniforms is None else uniforms
         inv_temp = 0.0 if temperature <= 0 else 1.0 / temperature
-        _run_batch(
-            p.embed,
-            p.conv_w,
-            p.conv_b,
-            p.out_w,
-            p.out_b,
-            p.head1_w,
-            p.head1_b,
-            p.head2_w,
-            p.head2_b,
-            p.dilations,
-            p.offsets,
-            p.kernel,
-            self.cache,
-            self.t,
-            np.ascontiguousarray(cond, np.float32),
-            self.prev,
-            np.ascontiguousarray(forced, np.int64),
-            np.ascontiguousarray(uniforms),
-            inv_temp,
-            classes,
-            logits,
-            keep_logits,
-        )
+        args = (p.embed, p.conv_w, p.conv_b, p.out_w, p.out_b, p.head1_w, p.head1_b,
+                p.head2_w, p.head2_b, p.dilations, p.offsets, p.kernel)
+        cond = np.ascontiguousarray(cond, np.float32)
+        forced = np.ascontiguousarray(forced, np.int64)
+        uniforms = np.ascontiguousarray(uniforms)
+        if B == 1:  # no thread pool for a single sequence
+            self.prev[0] = _run_one(*args, self.cache[0], self.t, cond[0], self.prev[0],
+                                    forced[0], uniforms[0], inv_temp, classes[0], logits[0],
+                                    keep_logits)
+        else:
+            _run_batch(*args, self.cache, self.t, cond, self.prev, forced, uniforms, inv_temp,
+                       classes, logits, keep_logits)
         self.t += n
         return classes, (logits if keep_logits else None)

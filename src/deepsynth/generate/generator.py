@@ -109,7 +109,18 @@ def generate(
     (one int16 array per source, already cut to its window) as soon as it is generated.
 
     On the CPU the decoder steps in the fused numba kernel; on another device (CUDA) in
-    PyTorch with the step captured in a CUDA graph. The conditioning is computed on the CPU."""
+    PyTorch with the step captured in a CUDA graph. The conditioning is computed on the CPU, by
+    one torch thread: its convolutions are small, and two threads competing with the sampler
+    (or anything else on a 2-core machine) made them 50x slower than one (measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _generate(model, sources, windows, temperature, seed, chunk, on_chunk, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _generate(model, sources, windows, temperature, seed, chunk, on_chunk, device):
     model = model.eval().float().cpu()
     windows = list(windows or [Window(0, s.n_samples) for s in sources])
     conditioner = Conditioner(model, [frame_features(model, s) for s in sources])

@@ -1,0 +1,71 @@
+"""One optimizer step, and the validation pass.
+
+A step: forward (bf16 autocast on CUDA if asked), CE over the segment's own samples, plus the L2
+penalty, backward, global gradient norm measured and clipped to `grad_clip`, Adam. Figures come
+back as device tensors, so a GPU is not synchronised every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from deepsynth.train.data import DeviceBatch
+from deepsynth.train.objective import l2_penalty, segment_ce, segment_correct
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on CUDA when asked; otherwise nothing (fp32 everywhere)."""
+    if precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class StepResult:
+    ce: Tensor  # mean CE (nats) over the scored samples of this process's batch
+    grad_norm: Tensor  # global gradient norm before clipping
+    penalty: Tensor  # the L2 term added to the loss
+
+
+def train_step(forward: nn.Module, batch: DeviceBatch, optimizer: torch.optim.Optimizer,
+               params: list[nn.Parameter], decayed: list[nn.Parameter], l2: float,
+               grad_clip: float, precision: str = "fp32") -> StepResult:
+    """One step on `batch`. `forward` is the model as called (maybe DDP-wrapped or compiled),
+    `params` all its parameters, `decayed` the ones under the L2 penalty."""
+    forward.train()
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(batch.classes.device, precision):
+        logits = forward(batch.frames, batch.frame_index, batch.classes)
+    ce = segment_ce(logits, batch.classes, batch.loss_start)
+    penalty = l2_penalty(decayed, l2) if l2 else torch.zeros((), device=ce.device)
+    (ce + penalty).backward()
+    max_norm = grad_clip if grad_clip > 0 else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    optimizer.step()
+    return StepResult(ce.detach(), grad_norm.detach(), penalty.detach())
+
+
+@torch.no_grad()
+def evaluate_batches(forward: nn.Module, batches,
+                     precision: str = "fp32") -> tuple[float, int, int]:
+    """Sum of CE (nats), number of scored samples and of correct argmax over `batches`
+    (DeviceBatch items), in eval mode."""
+    forward.eval()
+    total, count, correct = 0.0, 0, 0
+    sums = []
+    for batch in batches:
+        with autocast(batch.classes.device, precision):
+            logits = forward(batch.frames, batch.frame_index, batch.classes)
+        sums.append(torch.stack([
+            segment_ce(logits, batch.classes, batch.loss_start, reduction="sum").double(),
+            segment_correct(logits, batch.classes, batch.loss_start).double(),
+        ]))
+        count += batch.scored
+    if sums:
+        total, correct = (float(x) for x in torch.stack(sums).sum(0).tolist())
+    return total, count, int(correct)

@@ -1,0 +1,196 @@
+"""The pieces of the recipe, one at a time: schedule, loss positions, L2, clipping, the data
+order per epoch and per process, sharded checkpoints."""
+
+import math
+
+import pytest
+import torch
+
+from deepsynth.checkpoint import load_checkpoint, read_payload, save_checkpoint, shard_files
+from deepsynth.errors import DeepSynthError
+from deepsynth.model import DeepSynth, get_preset
+from deepsynth.train import TrainConfig, lr_at
+from deepsynth.train.config import RunOptions
+from deepsynth.train.data import DeviceBatch, epoch_batches, steps_per_epoch, validation_batches
+from deepsynth.train.objective import decayed_parameters, l2_penalty, segment_ce
+from deepsynth.train.step import train_step
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- schedule -------------------------------------------------------------------------------
+
+
+def test_paper_schedule_decays_tenfold_every_20000_batches_to_1e_6():
+    cfg = TrainConfig()
+    expected = {0: 1e-3, 1: 1e-3, 19_999: 1e-3, 20_000: 1e-4, 39_999: 1e-4, 40_000: 1e-5,
+                59_999: 1e-5, 60_000: 1e-6, 80_000: 1e-6, 150_000: 1e-6, 10**12: 1e-6}
+    for step, lr in expected.items():
+        assert lr_at(step, cfg) == lr, step  # exactly the decimal values, no rounding drift
+    steps = range(0, 200_000, 997)
+    assert all(lr_at(a, cfg) >= lr_at(b, cfg) for a, b in zip(steps, steps[1:], strict=False))
+
+
+def test_schedule_with_other_numbers():
+    cfg = TrainConfig(lr=2e-3, lr_decay_every=10, lr_decay_factor=0.5, lr_min=3e-4)
+    assert [lr_at(s, cfg) for s in (0, 9, 10, 20, 29, 30, 1000)] == pytest.approx(
+        [2e-3, 2e-3, 1e-3, 5e-4, 5e-4, 3e-4, 3e-4])
+    with pytest.raises(ValueError):
+        lr_at(-1, cfg)
+
+
+def test_train_config_defaults_are_the_papers_and_round_trip():
+    cfg = TrainConfig()
+    assert (cfg.lr, cfg.lr_decay_every, cfg.lr_decay_factor, cfg.lr_min) == (1e-3, 20_000, 0.1,
+                                                                             1e-6)
+    assert (cfg.batch_size, cfg.grad_clip, cfg.epochs, cfg.val_segments) == (3, 10.0, 200, 100)
+    resolved = cfg.resolved(preset_l2=1e-4, cuda=False)
+    assert (resolved.l2, resolved.precision, resolved.compile) == (1e-4, "fp32", False)
+    assert cfg.resolved(1e-2, cuda=True).precision == "bf16"
+    assert cfg.resolved(1e-2, cuda=True).compile is True
+    assert TrainConfig.from_dict(resolved.to_dict()) == resolved
+    for bad in ({"lr": 0}, {"batch_size": 0}, {"grad_clip": -1}, {"precision": "fp16"},
+                {"l2": -1e-4}, {"lr_decay_factor": 2.0}):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+    with pytest.raises(ValueError):
+        RunOptions(resume="sometimes")
+
+
+# --- loss -----------------------------------------------------------------------------------
+
+
+def test_loss_covers_only_positions_from_loss_start():
+    g = torch.Generator().manual_seed(0)
+    B, K, T, start = 3, 256, 50, 20
+    logits = torch.randn(B, K, T, generator=g, requires_grad=True)
+    classes = torch.randint(0, K, (B, T), generator=g)
+    loss = segment_ce(logits, classes, start)
+    manual = torch.nn.functional.cross_entropy(
+        logits[:, :, start:].permute(0, 2, 1).reshape(-1, K), classes[:, start:].reshape(-1))
+    torch.testing.assert_close(loss, manual)
+    other = classes.clone()
+    other[:, :start] = (other[:, :start] + 1 + torch.randint(0, K - 1, (B, start), generator=g)) % K
+    assert not torch.equal(other[:, :start], classes[:, :start])
+    assert torch.equal(segment_ce(logits, other, start), loss)  # context targets do not count
+    changed = classes.clone()
+    changed[:, start] = (changed[:, start] + 1) % K
+    assert not torch.equal(segment_ce(logits, changed, start), loss)  # the window's do
+    loss.backward()
+    assert logits.grad[:, :, :start].abs().max() == 0 and logits.grad[:, :, start:].abs().max() > 0
+    assert segment_ce(logits.detach().bfloat16(), classes, start).dtype == torch.float32
+
+
+def test_l2_penalty_is_half_the_squared_weights_without_biases():
+    model = DeepSynth(get_preset("tiny").model)
+    decayed = decayed_parameters(model)
+    names = {n for n, p in model.named_parameters() if any(p is q for q in decayed)}
+    assert names and all(not n.endswith("bias") for n in names)
+    assert all(p.dim() >= 2 for p in decayed)
+    expected = 0.5 * 1e-2 * sum(float((p.detach().double() ** 2).sum()) for p in decayed)
+    assert float(l2_penalty(decayed, 1e-2).detach()) == pytest.approx(expected, rel=1e-5)
+    # its gradient is l2 * w: the same push as coupled weight decay, but before clipping
+    w = decayed[0]
+    (grad,) = torch.autograd.grad(l2_penalty(decayed, 1e-2), [w])
+    torch.testing.assert_close(grad, 1e-2 * w.detach())
+
+
+def tiny_batch(model, B=3, T=300, N=4, start=40, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (N, 57, 780), generator=g).to(torch.uint8)
+    index = torch.sort(torch.randint(0, N, (B, T), generator=g), dim=1).values
+    return DeviceBatch(frames, index, torch.randint(0, 256, (B, T), generator=g), start)
+
+
+def test_gradient_is_clipped_and_its_norm_logged_before_clipping():
+    torch.manual_seed(0)
+    model = DeepSynth(get_preset("tiny").model)
+    params = list(model.parameters())
+    batch = tiny_batch(model)
+    # the unclipped gradient, measured by hand
+    model.zero_grad()
+    segment_ce(model(batch.frames, batch.frame_index, batch.classes), batch.classes,
+               batch.loss_start).backward()
+    norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params if p.grad is not None))
+    norm = norm.item()
+    before = [p.detach().clone() for p in params]
+    clip = norm / 100
+    sgd = torch.optim.SGD(params, lr=1.0)  # the update is minus the clipped gradient
+    r = train_step(model, batch, sgd, params, [], 0.0, clip)
+    assert r.grad_norm.item() == pytest.approx(norm, rel=1e-4)  # logged before clipping
+    step = math.sqrt(sum(float(((p.detach() - b).double() ** 2).sum())
+                         for p, b in zip(params, before, strict=True)))
+    assert step == pytest.approx(clip, rel=1e-3)  # the change is bounded by the clip norm
+    # no clipping when the norm is under the limit, or with clip 0
+    for limit in (norm * 10, 0.0):
+        model.load_state_dict({k: v for k, v in zip(model.state_dict(), before, strict=True)})
+        before2 = [p.detach().clone() for p in params]
+        r = train_step(model, batch, sgd, params, [], 0.0, limit)
+        step = math.sqrt(sum(float(((p.detach() - b).double() ** 2).sum())
+                             for p, b in zip(params, before2, strict=True)))
+        assert step == pytest.approx(r.grad_norm.item(), rel=1e-3)
+
+
+# --- data order -----------------------------------------------------------------------------
+
+
+def test_epoch_batches_are_seeded_permutations_shared_among_processes():
+    n, b = 23, 3
+    one = epoch_batches(n, b, seed=5, epoch=0)
+    assert len(one) == steps_per_epoch(n, b) == 7
+    flat = [i for batch in one for i in batch]
+    assert len(set(flat)) == len(flat) == 21 and all(len(x) == b for x in one)
+    assert one == epoch_batches(n, b, seed=5, epoch=0)  # a function of (seed, epoch) alone
+    assert one != epoch_batches(n, b, seed=5, epoch=1) != epoch_batches(n, b, seed=6, epoch=0)
+    # two processes: disjoint shares, each global step = the single-process batch of 2b
+    r0, r1 = (epoch_batches(n, b, 5, 0, rank=r, world=2) for r in (0, 1))
+    assert len(r0) == len(r1) == steps_per_epoch(n, b, 2) == 3
+    double = epoch_batches(n, 2 * b, 5, 0)
+    for s in range(3):
+        assert not set(r0[s]) & set(r1[s])
+        assert r0[s] + r1[s] == double[s]
+    val = list(range(100, 110))
+    shares = [validation_batches(val, 3, r, 2) for r in (0, 1)]
+    assert sorted(i for s in shares for batch in s for i in batch) == val
+
+
+# --- sharded checkpoints --------------------------------------------------------------------
+
+
+def test_sharded_checkpoint_round_trip_and_damage(tmp_path):
+    torch.manual_seed(0)
+    model = DeepSynth(get_preset("tiny").model)
+    path = tmp_path / "last.pt"
+    opt = torch.optim.Adam(model.parameters())
+    shard_mb = 0.02  # about 20 kB per part: several parts for the tiny model + Adam
+    save_checkpoint(path, model, extra={"step": 1}, shard_mb=shard_mb, optimizer=opt.state_dict())
+    parts = shard_files(path)
+    assert len(parts) >= 3 and all(p.stat().st_size <= shard_mb * 2**20 for p in parts)
+    assert path.stat().st_size <= shard_mb * 2**20
+    loaded, payload = load_checkpoint(path)
+    assert payload["extra"] == {"step": 1} and "optimizer" in payload
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+    # a new write replaces the parts (no stale ones left), a small one needs no parts at all
+    save_checkpoint(path, model, extra={"step": 2}, shard_mb=shard_mb, optimizer=opt.state_dict())
+    assert len(shard_files(path)) == len(parts) and not set(shard_files(path)) & set(parts)
+    save_checkpoint(path, model, extra={"step": 3}, shard_mb=16)
+    assert shard_files(path) == [] and read_payload(path)["extra"]["step"] == 3
+    # a damaged or missing part is a one-line error naming the checkpoint
+    save_checkpoint(path, model, shard_mb=shard_mb, optimizer=opt.state_dict())
+    parts = shard_files(path)
+    data = bytearray(parts[1].read_bytes())
+    data[100] ^= 0xFF
+    parts[1].write_bytes(bytes(data))
+    with pytest.raises(DeepSynthError, match="corrupt") as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+    parts[1].unlink()
+    with pytest.raises(DeepSynthError, match="missing"):
+        load_checkpoint(path)
