@@ -4,7 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.deepsynth-installed
 
-.PHONY: demo test test-all lint bench clean
+EVAL_STAMP := $(VENV)/.deepsynth-eval-installed
+
+.PHONY: demo test test-all lint bench clean eval-deps
 
 $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -15,6 +17,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps tinysoundfont==0.3.7
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# the transcriber for `deepsynth evaluate` (basic-pitch's declared dependencies pull TensorFlow
+# and an old resampy; it runs its ONNX model without them)
+$(EVAL_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,eval]'
+	$(PY) -m pip install --quiet --no-deps basic-pitch==0.4.0
+	touch $(EVAL_STAMP)
+
+eval-deps: $(EVAL_STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/deepsynth demo -o demo

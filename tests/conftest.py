@@ -6,6 +6,18 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """The tests use tiny tensors: one thread is fastest, and two thrash on a shared, busy CPU
+    (measured: a small conv 50x slower with 2 threads while another process ran)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch

@@ -10,15 +10,6 @@ from deepsynth.errors import DeepSynthError
 from deepsynth.model import DeepSynth, get_preset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is fastest and does not thrash on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_batch(model, B=2, T=200, N=3):
     g = torch.Generator().manual_seed(1)
     cfg = model.cfg

@@ -86,3 +86,17 @@ def test_bad_input(tmp_path, ckpt, song, case, match):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and match in lines[0], r.stderr
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_demo_end_to_end_with_a_checkpoint(tmp_path, ckpt):
+    r = run("demo", "-o", tmp_path / "demo", "--checkpoint", ckpt, "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    for name in ("demo.mid", "ground_truth.mp4", "ground_truth.wav", "demo.mp4", "generated.wav",
+                 "comparison.png", "demo.json"):
+        assert (tmp_path / "demo" / name).stat().st_size > 0, name
+    truth, _ = read_wav(tmp_path / "demo" / "ground_truth.wav")
+    generated, _ = read_wav(tmp_path / "demo" / "generated.wav")
+    assert len(truth) == len(generated) > 12 * 4000  # about 15 s
+    assert "x real time" in r.stdout and "transcription" in r.stdout
+    with av.open(str(tmp_path / "demo" / "demo.mp4")) as c:
+        assert [s.type for s in c.streams] == ["video", "audio"]

@@ -19,14 +19,6 @@ from deepsynth.model.presets import get_preset
 from deepsynth.sim import keyboard
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def model(name: str, seed: int = 0) -> DeepSynth:
     torch.manual_seed(seed)
     m = DeepSynth(get_preset(name).model).eval()

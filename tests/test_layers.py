@@ -6,15 +6,6 @@ import torch
 from deepsynth.model.layers import CausalConv1d, GatedResidualBlock, ResidualStack
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is fastest and does not thrash on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_steps(layer, x, cond=None):
     """Feed (B, C, T) one time step at a time through `layer.step` from a fresh state."""
     state = layer.init_state(x.shape[0])

@@ -10,16 +10,6 @@ from deepsynth.errors import DeepSynthError
 from deepsynth.model import PRESETS, DeepSynth, get_preset, silence_class
 from deepsynth.model.info import format_info_table, measure_receptive_field, model_info
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is fastest and does not thrash on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY_CNN = FrameCNNConfig(channels=(4,), input_pool=(3, 3), features=8)
 TABLE_1 = {  # name: (layers, channels, l2)
     "paper-15x128-l2e-2": (15, 128, 1e-2),

@@ -5,7 +5,6 @@ import sys
 import time
 
 import pytest
-import torch
 
 from deepsynth.checkpoint import read_payload
 from deepsynth.cli import main
@@ -20,13 +19,6 @@ SHORT = ["--window-seconds", "1", "--overlap-seconds", "0", "--val-segments", "6
 RECIPE = {"window_seconds": 1.0, "overlap_seconds": 0.0, "val_segments": 6, "val_every": 4,
           "log_every": 1}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

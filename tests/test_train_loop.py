@@ -22,13 +22,6 @@ RECIPE = {"window_seconds": 1.0, "overlap_seconds": 0.0, "val_segments": 6, "val
 QUIET = {"threads": 1, "progress": False, "tensorboard": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):

@@ -15,15 +15,6 @@ from deepsynth.train.data import DeviceBatch, epoch_batches, steps_per_epoch, va
 from deepsynth.train.objective import decayed_parameters, l2_penalty, segment_ce
 from deepsynth.train.step import train_step
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- schedule -------------------------------------------------------------------------------
 
 

@@ -48,3 +48,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def ensure_output_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
+    """Create (if needed) and check a directory to write into; DeepSynthError if unusable."""
+    from deepsynth.errors import DeepSynthError
+
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DeepSynthError(f"{out}: exists and is not a directory") from None
+    except OSError as e:
+        raise DeepSynthError(f"{out}: cannot create {what} ({e.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise DeepSynthError(f"{out}: {what} is not writable")
+    return out

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from deepsynth.atomic import ensure_output_dir
 from deepsynth.errors import DeepSynthError
 
 EXIT_BAD_INPUT = 2
@@ -22,16 +23,7 @@ def warn(msg: str) -> None:
 
 def output_dir(path: str | os.PathLike) -> Path:
     """Create (if needed) and check an output directory; unusable ones are a DeepSynthError."""
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise DeepSynthError(f"{out}: exists and is not a directory") from None
-    except OSError as e:
-        raise DeepSynthError(f"{out}: cannot create output directory ({e.strerror})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise DeepSynthError(f"{out}: output directory is not writable")
-    return out
+    return ensure_output_dir(path)
 
 
 def output_file(path: str | os.PathLike, suffixes: Sequence[str]) -> Path:

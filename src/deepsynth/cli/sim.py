@@ -1,4 +1,4 @@
-"""Sub-commands of the piano simulator: simulate, video2midi, demo."""
+"""Sub-commands of the piano simulator: simulate, video2midi."""
 
 from __future__ import annotations
 
@@ -133,25 +133,8 @@ def cmd_video2midi(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from deepsynth.config import SimConfig
-    from deepsynth.sim.compose import write_demo_midi
-    from deepsynth.sim.simulate import simulate_to_files
-
-    out = output_dir(args.output)
-    midi = out / "demo.mid"
-    write_demo_midi(midi)
-    meta = simulate_to_files(midi, out, "demo", SimConfig())
-    print(f"DeepSynth demo: a {meta['seconds']:.1f} s piece composed by the project, simulated")
-    print(f"  score      {midi}")
-    print(f"  video      {out / 'demo.mp4'}  (keyboard video + ground-truth piano sound)")
-    print(f"  audio      {out / 'demo.wav'}  (ground truth, {meta['sample_rate']} Hz 16-bit)")
-    print(f"  metadata   {out / 'demo.json'}")
-    return 0
-
-
 def register(sub) -> None:
-    """Add simulate, video2midi and demo to the `deepsynth` sub-command parser."""
+    """Add simulate and video2midi to the `deepsynth` sub-command parser."""
     p = sub.add_parser("simulate", help="MIDI -> keyboard video (mp4) + ground-truth audio (wav)",
                        description="Simulate a piano: for each MIDI file write OUT/SONG.mp4 "
                        "(keyboard video with sound), OUT/SONG.wav (ground truth) and "
@@ -178,11 +161,5 @@ def register(sub) -> None:
     p.add_argument("--sample-rate", type=int, default=None, metavar="HZ",
                    help="time grid for videos not written by DeepSynth (default 4000)")
     p.set_defaults(func=cmd_video2midi)
-
-    p = sub.add_parser("demo", help="the one-command demo (what `make demo` runs)",
-                       description="Compose a short piece, simulate it and write the results.")
-    p.add_argument("-o", "--output", default="demo", metavar="OUTDIR",
-                   help="output directory (default: demo)")
-    p.set_defaults(func=cmd_demo)
 
 

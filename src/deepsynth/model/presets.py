@@ -38,6 +38,21 @@ def _paper(layers: int, channels: int, l2: float, train: float, val: float) -> P
     )
 
 
+SMALL_CNN = FrameCNNConfig(channels=(8, 16), input_pool=(3, 3), features=64)
+CPU_CHANNEL_DIVISOR = 8
+
+
+def _cpu_standin(layers: int, channels: int, l2: float, paper: str) -> Preset:
+    """A Table 1 row at 1/8 of its width for CPU sweeps: same layers and L2, small's CNN."""
+    ch = channels // CPU_CHANNEL_DIVISOR
+    stack = StackConfig(layers=layers, residual_channels=ch, skip_channels=ch)
+    return Preset(
+        ModelConfig(cnn=SMALL_CNN, encoder=stack, decoder=stack, cond_channels=ch),
+        l2,
+        f"CPU stand-in for {paper}: {layers} layers x {ch} channels, L2 {l2:g}, small's frame CNN",
+    )
+
+
 PRESETS: dict[str, Preset] = {
     "paper-15x128-l2e-2": _paper(15, 128, 1e-2, 2.23, 2.87),
     "paper-15x128": _paper(15, 128, 1e-4, 1.87, 2.35),
@@ -48,7 +63,7 @@ PRESETS: dict[str, Preset] = {
     "paper-27x512": _paper(27, 512, 1e-4, 1.14, 2.16),
     "small": Preset(
         ModelConfig(
-            cnn=FrameCNNConfig(channels=(8, 16), input_pool=(3, 3), features=64),
+            cnn=SMALL_CNN,
             encoder=StackConfig(layers=8, residual_channels=32, skip_channels=32),
             decoder=StackConfig(layers=12, residual_channels=32, skip_channels=64),
             cond_channels=32,
@@ -59,6 +74,18 @@ PRESETS: dict[str, Preset] = {
         "measured fwd+bwd+Adam on 3 x 20,519 samples with 150 unique frames, 2 CPU threads: "
         "1.5-1.7 s a step (12x48: 2.4 s; 10x32: 1.5 s)",
     ),
+    **{
+        name: _cpu_standin(layers, channels, l2, paper)
+        for name, layers, channels, l2, paper in [
+            ("cpu-15x16-l2e-2", 15, 128, 1e-2, "paper-15x128-l2e-2"),
+            ("cpu-15x16", 15, 128, 1e-4, "paper-15x128"),
+            ("cpu-15x16-l2e-5", 15, 128, 1e-5, "paper-15x128-l2e-5"),
+            ("cpu-20x16", 20, 128, 1e-4, "paper-20x128"),
+            ("cpu-27x16", 27, 128, 1e-4, "paper-27x128"),
+            ("cpu-27x32", 27, 256, 1e-4, "paper-27x256"),
+            ("cpu-27x64", 27, 512, 1e-4, "paper-27x512"),
+        ]
+    },
     "tiny": Preset(
         ModelConfig(
             cnn=FrameCNNConfig(channels=(4,), input_pool=(3, 3), features=8),
