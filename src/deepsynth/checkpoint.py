@@ -200,3 +200,18 @@ def load_checkpoint(
         raise DeepSynthError(f"checkpoint {path} does not match its model: {reason}") from e
     device = map_location if isinstance(map_location, str | torch.device) else "cpu"
     return model.to(device).eval(), payload
+
+
+def export_checkpoint(
+    src: str | os.PathLike, dst: str | os.PathLike, half: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A checkpoint for shipping: the model and its record (`extra`: preset, steps, validation
+    CE, training recipe, data manifest hash), without optimizer or generator states, in float16
+    by default. Returns the new `extra`."""
+    model, payload = load_checkpoint(src)
+    record = dict(payload.get("extra") or {}) | (extra or {}) | {"exported_from": str(src),
+                                                              "weights": "float16" if half
+                                                              else "float32"}
+    save_checkpoint(dst, model, extra=record, half=half)
+    return record

@@ -23,8 +23,41 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from deepsynth.checkpoint import export_checkpoint
+    from deepsynth.cli.common import output_file
+
+    out = output_file(args.output, (".pt",))
+    more = {}
+    if args.data:
+        from deepsynth.data.store import manifest_sha256
+
+        more["data_manifest_sha256"] = manifest_sha256(args.data)
+    record = export_checkpoint(args.checkpoint, out, half=not args.fp32, extra=more)
+    size = out.stat().st_size / 2**20
+    val = record.get("val_ce")
+    val_text = f", validation CE {val:.4f} nats" if isinstance(val, float) else ""
+    print(f"{out}: {record.get('preset', '?')} after {record.get('step', '?')} steps"
+          f"{val_text}, {record['weights']}, {size:.2f} MiB")
+    return 0
+
+
 def register(sub) -> None:
-    """Add `info` to the `deepsynth` sub-command parser."""
+    """Add `info` and `export` to the `deepsynth` sub-command parser."""
+    p = sub.add_parser(
+        "export",
+        help="package a trained checkpoint for shipping (float16, no optimizer state)",
+        description="Write a compact copy of a checkpoint (e.g. runs/small/best.pt): the model, "
+        "its config and its record (preset, steps, validation CE, recipe, data manifest hash), "
+        "without optimizer or random-generator states.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT.pt")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.pt")
+    p.add_argument("--data", metavar="DIR",
+                   help="the store it was trained on, to record its manifest hash")
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser(
         "info",
         help="size, receptive field, cost and memory of a model preset",

@@ -240,6 +240,15 @@ def write_manifest(root: str | os.PathLike, manifest: dict) -> Path:
     return path
 
 
+def manifest_sha256(root: str | os.PathLike) -> str:
+    """Fingerprint of a built store: the SHA-256 of its manifest (songs, splits, checksums)."""
+    path = Path(root) / MANIFEST
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        raise DeepSynthError(f"{root}: not a built store (no {MANIFEST})") from None
+
+
 def read_manifest(root: str | os.PathLike) -> dict:
     """The manifest of a built store; a missing or foreign one is a DeepSynthError."""
     path = Path(root) / MANIFEST

@@ -29,6 +29,7 @@ from torch import nn
 
 from deepsynth.atomic import atomic_write_text
 from deepsynth.config import to_dict
+from deepsynth.data.store import manifest_sha256
 from deepsynth.errors import DeepSynthError
 from deepsynth.model.deepsynth import DeepSynth
 from deepsynth.model.presets import get_preset
@@ -301,7 +302,8 @@ def _train(env: distributed.DistEnv, data: Path, out: Path, preset_name: str | N
         state.world = env.world
     window = _Window(device, state.window)
     samples_per_step = cfg.batch_size * (ds.train.window) * env.world
-    extra = {"data": str(data), "world_size": env.world}
+    extra = {"data": str(data), "data_manifest_sha256": manifest_sha256(data),
+             "world_size": env.world}
 
     def validate() -> tuple[float, float]:
         loader = tdata.loader(ds.val, val_batches, workers, cuda)
