@@ -58,13 +58,9 @@ def open_source(path: str | os.PathLike, sample_rate: int = 4000) -> VideoSource
 
 def _midi_source(path: Path, sample_rate: int) -> VideoSource:
     from deepsynth.config import AudioConfig, SimConfig
-    from deepsynth.sim.keystates import key_changes
-    from deepsynth.sim.midi import read_midi
-    from deepsynth.sim.synth import n_samples_for
+    from deepsynth.sim.simulate import read_piece
 
-    cfg = SimConfig(audio=AudioConfig(sample_rate=sample_rate))
-    piece = read_midi(path, pedal=cfg.pedal)
-    changes = key_changes(piece.notes, sample_rate, n_samples_for(piece.notes, cfg))
+    _, changes = read_piece(path, SimConfig(audio=AudioConfig(sample_rate=sample_rate)))
     return source_from_changes(changes, path, kind="midi")
 
 

@@ -47,6 +47,15 @@ class Simulation:
         }
 
 
+def read_piece(
+    midi_path: str | os.PathLike, cfg: SimConfig = SimConfig(), any_instrument: bool = False
+) -> tuple[Piece, KeyChanges]:
+    """A MIDI file's notes and the key states its video shows (no audio rendered)."""
+    piece = read_midi(midi_path, pedal=cfg.pedal, any_instrument=any_instrument)
+    n = n_samples_for(piece.notes, cfg)
+    return piece, key_changes(piece.notes, cfg.audio.sample_rate, n)
+
+
 def simulate(
     midi_path: str | os.PathLike,
     cfg: SimConfig = SimConfig(),
@@ -55,9 +64,7 @@ def simulate(
 ) -> Simulation:
     """Read a MIDI file and compute what the video shows and what the piano sounds like."""
     sf_path, _ = load_soundfont(soundfont)  # fail on a bad SoundFont before any work
-    piece = read_midi(midi_path, pedal=cfg.pedal, any_instrument=any_instrument)
-    n = n_samples_for(piece.notes, cfg)
-    changes = key_changes(piece.notes, cfg.audio.sample_rate, n)
+    piece, changes = read_piece(midi_path, cfg, any_instrument)
     audio = render_notes(piece.notes, cfg, sf_path, n_samples=changes.n_samples)
     return Simulation(piece, changes, audio, cfg, str(sf_path))
 
