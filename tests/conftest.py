@@ -18,6 +18,19 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    """A tiny built store the training tests share (read only): 4 toy songs, split seed 4
+    (3 train songs, 1 validation song)."""
+    from deepsynth.data.build import build_store
+    from deepsynth.data.toy import write_toy_corpus
+
+    tmp = tmp_path_factory.mktemp("train-store")
+    write_toy_corpus(tmp / "corpus", n_songs=4, bars=4)
+    build_store(tmp / "corpus", tmp / "store", seed=4)
+    return tmp / "store"
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch

@@ -8,8 +8,6 @@ import pytest
 
 from deepsynth.checkpoint import read_payload
 from deepsynth.cli import main
-from deepsynth.data.build import build_store
-from deepsynth.data.toy import write_toy_corpus
 from deepsynth.errors import DeepSynthError
 from deepsynth.train import RunOptions, train
 from deepsynth.train.logs import read_metrics
@@ -20,13 +18,6 @@ RECIPE = {"window_seconds": 1.0, "overlap_seconds": 0.0, "val_segments": 6, "val
           "log_every": 1}
 
 
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("train-cli")
-    write_toy_corpus(tmp / "corpus", n_songs=4, bars=4)
-    build_store(tmp / "corpus", tmp / "store", seed=4)
-    return tmp / "store"
 
 
 def test_help_lists_the_recipe_and_run_options(capsys):

@@ -13,8 +13,6 @@ import torch
 import torch.multiprocessing as mp
 
 from deepsynth.checkpoint import load_checkpoint
-from deepsynth.data.build import build_store
-from deepsynth.data.toy import write_toy_corpus
 from deepsynth.train import RunOptions, train
 from deepsynth.train.logs import read_metrics
 
@@ -40,13 +38,6 @@ def worker(rank: int, world: int, port: int, store: str, tmp: str) -> None:
     torch.save({"state": result.model.state_dict(), "difference": result.replica_difference,
                 "step": result.step}, os.path.join(tmp, f"weights-rank{rank}.pt"))
 
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("train-ddp")
-    write_toy_corpus(tmp / "corpus", n_songs=4, bars=4)
-    build_store(tmp / "corpus", tmp / "store", seed=4)
-    return tmp / "store"
 
 
 def test_two_gloo_processes_agree_and_match_one_process_of_double_batch(store, tmp_path):

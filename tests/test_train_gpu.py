@@ -5,9 +5,7 @@ import pytest
 import torch
 
 from deepsynth.checkpoint import load_checkpoint
-from deepsynth.data.build import build_store
 from deepsynth.data.dataset import SegmentDataset, collate
-from deepsynth.data.toy import write_toy_corpus
 from deepsynth.train import RunOptions, train
 from deepsynth.train.data import to_device
 from deepsynth.train.logs import read_metrics
@@ -17,13 +15,6 @@ pytestmark = pytest.mark.gpu
 RECIPE = {"window_seconds": 1.0, "overlap_seconds": 0.0, "val_segments": 6, "val_every": 3,
           "log_every": 1}
 
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("train-gpu")
-    write_toy_corpus(tmp / "corpus", n_songs=4, bars=4)
-    build_store(tmp / "corpus", tmp / "store", seed=4)
-    return tmp / "store"
 
 
 def test_frames_rendered_on_the_device_equal_the_loaders(store):

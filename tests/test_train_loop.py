@@ -9,8 +9,6 @@ import pytest
 import torch
 
 from deepsynth.checkpoint import load_checkpoint, save_checkpoint, shard_files
-from deepsynth.data.build import build_store
-from deepsynth.data.toy import write_toy_corpus
 from deepsynth.errors import DeepSynthError
 from deepsynth.model import DeepSynth, get_preset
 from deepsynth.train import RunOptions, TrainConfig, load_training_state, train
@@ -22,13 +20,6 @@ RECIPE = {"window_seconds": 1.0, "overlap_seconds": 0.0, "val_segments": 6, "val
 QUIET = {"threads": 1, "progress": False, "tensorboard": False}
 
 
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("train-store")
-    write_toy_corpus(tmp / "corpus", n_songs=4, bars=4)
-    build_store(tmp / "corpus", tmp / "store", seed=4)  # split seed 4: 3 train songs, 1 val
-    return tmp / "store"
 
 
 @pytest.fixture(scope="module")

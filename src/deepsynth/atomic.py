@@ -1,4 +1,4 @@
-"""Atomic file writes: write beside the target under a temporary name, then rename.
+"""Safe file io. Atomic writes: write beside the target under a temporary name, then rename.
 
 A reader never sees a half-written file, and an interrupted write leaves the old file (or none).
 """
@@ -6,6 +6,7 @@ A reader never sees a half-written file, and an interrupted write leaves the old
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -64,3 +65,12 @@ def ensure_output_dir(path: str | os.PathLike, what: str = "output directory") -
     if not os.access(out, os.W_OK | os.X_OK):
         raise DeepSynthError(f"{out}: {what} is not writable")
     return out
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -41,10 +41,6 @@ def mu_law_decode(q, mu: int = 255):
     return x.astype(np.float32) if lib is np else x.float()
 
 
-def int16_to_float(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.float32) / INT16_SCALE
-
-
 def float_to_int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(x, dtype=np.float64) * INT16_SCALE), -32768, 32767).astype(
         np.int16

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from deepsynth.atomic import file_sha256
 from deepsynth.config import SimConfig, to_dict
 from deepsynth.data import store
 from deepsynth.data.segments import SegmentConfig, n_segments
@@ -163,7 +164,7 @@ def build_song(job: SongJob) -> SongResult:
         return SongResult(src.id, src.rel, status, reason, meta, time.perf_counter() - t0)
 
     try:
-        source_sha = hashlib.sha256(Path(src.midi).read_bytes()).hexdigest()
+        source_sha = file_sha256(src.midi)
     except FileNotFoundError:
         return result("failed", f"{src.rel}: no such file")
     except OSError as e:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepsynth.atomic import atomic_write_text
+from deepsynth.atomic import atomic_write_text, file_sha256
 from deepsynth.errors import DeepSynthError
 from deepsynth.sim.keyboard import N_KEYS
 from deepsynth.sim.keystates import KeyChanges
@@ -61,14 +61,6 @@ def unpack_states(packed: np.ndarray) -> np.ndarray:
 
 
 # --- checksums ------------------------------------------------------------------------------
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def song_checksum(array_sha256: dict[str, str]) -> str:
@@ -242,9 +234,8 @@ def write_manifest(root: str | os.PathLike, manifest: dict) -> Path:
 
 def manifest_sha256(root: str | os.PathLike) -> str:
     """Fingerprint of a built store: the SHA-256 of its manifest (songs, splits, checksums)."""
-    path = Path(root) / MANIFEST
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(Path(root) / MANIFEST)
     except OSError:
         raise DeepSynthError(f"{root}: not a built store (no {MANIFEST})") from None
 

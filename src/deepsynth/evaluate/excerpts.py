@@ -132,7 +132,7 @@ def store_soundfont(root: str | os.PathLike,
     """(SoundFont to render the reference path with, a note for the report): `soundfont` when
     given, else the default one; the note says when it is not the one the store was built with
     (the store keeps only the file's name and SHA-256)."""
-    from deepsynth.data.store import file_sha256
+    from deepsynth.atomic import file_sha256
     from deepsynth.sim.synth import load_soundfont
 
     manifest = store.read_manifest(root)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepsynth.atomic import atomic_write_text
+from deepsynth.atomic import atomic_write_text, file_sha256
 from deepsynth.audio import write_wav
 from deepsynth.config import SimConfig, to_dict
 from deepsynth.sim.keystates import KeyChanges, key_changes
@@ -67,10 +66,6 @@ def simulate(
     piece, changes = read_piece(midi_path, cfg, any_instrument)
     audio = render_notes(piece.notes, cfg, sf_path, n_samples=changes.n_samples)
     return Simulation(piece, changes, audio, cfg, str(sf_path))
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def simulate_to_files(

@@ -80,13 +80,6 @@ def all_reduce_sum(values: list[float] | torch.Tensor, env: DistEnv) -> torch.Te
     return t.cpu()
 
 
-def any_process(flag: bool, env: DistEnv) -> bool:
-    """True on every process when `flag` is true on at least one (so all stop together)."""
-    if not env.distributed:
-        return flag
-    return bool(all_reduce_sum([float(flag)], env)[0] > 0)
-
-
 def barrier(env: DistEnv) -> None:
     if env.distributed:
         dist.barrier()
