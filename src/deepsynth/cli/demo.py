@@ -46,7 +46,7 @@ def cmd_demo(args) -> int:
     model, payload, ckpt = load_model(checkpoint)
     from deepsynth.evaluate.plots import spectrogram_comparison_plot
     from deepsynth.evaluate.transcriber import missing_reason, transcription_f1
-    from deepsynth.generate.generator import generate
+    from deepsynth.generate.generator import Window, generate
     from deepsynth.generate.outputs import write_mp4
     from deepsynth.generate.sources import source_from_changes
 
@@ -59,8 +59,6 @@ def cmd_demo(args) -> int:
     seconds = time.perf_counter() - began
     bar.close()
     write_wav(out / "generated.wav", generated, sr)
-    from deepsynth.generate.generator import Window
-
     write_mp4(out / "demo.mp4", source, Window(0, len(generated)), generated)
     plot = spectrogram_comparison_plot(generated, truth, sr, out / "comparison.png",
                                        title="DeepSynth demo: ground truth vs generated from video")
