@@ -185,3 +185,22 @@ def test_make_item_rejects_windows_outside_the_song(root):
         make_item(song, song.n_samples - 10, 20_000)
     with pytest.raises(IndexError):
         SegmentDataset(root, split=None)[10_000]
+
+
+@pytest.mark.parametrize("video_context,lookahead", [(700, 0), (0, 45), (3000, 16)])
+def test_item_video_reaches_before_and_after_the_audio(root, video_context, lookahead):
+    ds = SegmentDataset(root, split=None, context=CONTEXT, video_context=video_context,
+                        lookahead=lookahead)
+    plain = SegmentDataset(root, split=None, context=CONTEXT)
+    for i in sorted({0, 1, len(ds) - 1}):  # the song's start, middle and end
+        item, ref = ds[i], plain[i]
+        song = ds.song(ds.locate(i)[0])
+        start = item["start"]
+        index = item["frame_index"].numpy()
+        assert len(index) == video_context + CONTEXT + ds.window + lookahead
+        assert torch.equal(item["audio"], ref["audio"]) and item["loss_start"] == CONTEXT
+        shown = keyboard.read_key_states(item["frames"].numpy())[index]
+        lo = start - CONTEXT - video_context
+        # before the song: the empty keyboard; after its end: its last state
+        assert np.array_equal(shown, expected_states(song, lo, start + ds.window + lookahead))
+        assert np.all(item["frame_starts"].numpy()[index] <= np.arange(len(index)))

@@ -14,7 +14,6 @@ from deepsynth.generate.generator import (
 )
 from deepsynth.generate.sources import VideoSource
 from deepsynth.model.deepsynth import DeepSynth
-from deepsynth.model.frame_cnn import hold
 from deepsynth.model.presets import get_preset
 from deepsynth.sim import keyboard
 
@@ -46,13 +45,13 @@ def random_video(n_frames: int, n_samples: int, seed: int = 0) -> VideoSource:
     )
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "paper-15x128"])
+@pytest.mark.parametrize("name", ["tiny", "small-paper", "small", "small-osc", "paper-15x128"])
 def test_cached_step_logits_equal_parallel_forward(name):
     m = model(name)
     T = 3 * m.receptive_field + 100  # over three receptive fields
     src = random_video(12, T)
     frames = torch.from_numpy(keyboard.render(np.random.default_rng(1).random((12, 88)) < 0.1))
-    index = torch.from_numpy(src.frame_index(0, T))[None].repeat(2, 1)
+    index = torch.from_numpy(src.frame_index(0, T + m.lookahead))[None].repeat(2, 1)
     audio = torch.randint(0, 256, (2, T), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         parallel = m(frames, index, audio)
@@ -68,14 +67,17 @@ def test_cached_step_exact_for_big_presets(name):
     test_cached_step_logits_equal_parallel_forward(name)
 
 
-def test_chunked_conditioning_equals_encoder_over_the_whole_piece():
-    m = model("small")
-    src = random_video(20, 6000)
+@pytest.mark.parametrize("name", ["small-paper", "small", "small-osc"])
+def test_chunked_conditioning_equals_encoder_over_the_whole_piece(name):
+    m = model(name)
+    T = 12_000  # about three conditioning contexts of the variants
+    src = random_video(60, T)
     feats = frame_features(m, src)
     with torch.no_grad():
-        full = m.encoder(hold(feats, torch.from_numpy(src.frame_index(0, 6000))[None]))[0]
+        index = torch.from_numpy(src.frame_index(0, T + m.lookahead))[None]
+        full = m.condition_from_features(feats, index, T)[0]
     cond = Conditioner(m, [feats])
-    for start, n in [(0, 300), (1000, 700), (5000, 1000)]:
+    for start, n in [(0, 300), (1003, 700), (5000, 1000), (10_999, 1001)]:
         chunk = cond.chunk([src], [start], n)[0]  # (n, L, 2R)
         for layer, block in enumerate(m.decoder.stack.blocks):
             w = block.cond.weight[:, :, 0].detach()

@@ -2,13 +2,15 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
-from deepsynth.config import FrameCNNConfig, ModelConfig, StackConfig
+from deepsynth.config import FrameCNNConfig, KeyFeatureConfig, ModelConfig, StackConfig
 from deepsynth.errors import DeepSynthError
 from deepsynth.model import PRESETS, DeepSynth, get_preset, silence_class
 from deepsynth.model.info import format_info_table, measure_receptive_field, model_info
+from deepsynth.sim import keyboard
 
 TINY_CNN = FrameCNNConfig(channels=(4,), input_pool=(3, 3), features=8)
 TABLE_1 = {  # name: (layers, channels, l2)
@@ -33,12 +35,14 @@ def narrow(layers: int, enc_layers: int = 2, **kw) -> ModelConfig:
 
 
 def batch(cfg: ModelConfig, B=2, T=300, N=5, seed=0):
-    """Random unique frames and a piecewise-constant, increasing frame index per row."""
+    """Random unique frames and a piecewise-constant, increasing frame index per row (over the
+    T audio samples and the model's lookahead after them)."""
     g = torch.Generator().manual_seed(seed)
     frames = torch.randint(0, 256, (N, cfg.frame_height, cfg.frame_width), generator=g)
     frames = frames.to(torch.uint8)
-    changes = torch.sort(torch.randint(0, T, (B, N - 1), generator=g), dim=1).values
-    t = torch.arange(T)
+    V = T + cfg.lookahead
+    changes = torch.sort(torch.randint(0, V, (B, N - 1), generator=g), dim=1).values
+    t = torch.arange(V)
     frame_index = (t[None, None, :] >= changes[:, :, None]).sum(1)  # 0..N-1
     audio = torch.randint(0, cfg.n_classes, (B, T), generator=g)
     return frames, frame_index, audio
@@ -125,7 +129,8 @@ def test_step_equals_forward_for_the_whole_model():
 def test_presets_match_table_1():
     standins = {name for name in PRESETS if name.startswith("cpu-")}
     assert len(standins) == len(TABLE_1)  # one CPU stand-in per Table 1 row
-    assert set(PRESETS) == set(TABLE_1) | {"small", "tiny"} | standins
+    small = {"small", "small-paper", "small-osc"}
+    assert set(PRESETS) == set(TABLE_1) | small | {"tiny"} | standins
     for name, (layers, channels, l2) in TABLE_1.items():
         p = get_preset(name)
         assert p.l2 == l2
@@ -142,7 +147,7 @@ def test_unknown_preset_lists_valid_names():
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_builds_and_runs(name):
     cfg = get_preset(name).model
-    real = name in ("tiny", "small", "paper-15x128")
+    real = name in ("tiny", "small", "small-osc", "paper-15x128")
     device = "cpu" if real else "meta"  # the big ones: shapes only
     with torch.device(device):
         model = DeepSynth(cfg)
@@ -179,3 +184,103 @@ def test_model_info(name):
         assert info["checkpoint_bytes_fp16"] <= 20_000_000
     table = format_info_table([{"preset": name, **info}])
     assert name in table and str(info["rf_samples"]) in table
+
+
+# --- conditioning variants (encoder_hop, lookahead, key features) -----------------------------
+
+KEYS = KeyFeatureConfig(enabled=True, window=64, taus_ms=(1.0, 10.0), harmonics=2, groups=4)
+
+
+def variant(**kw) -> DeepSynth:
+    torch.manual_seed(0)
+    return DeepSynth(narrow(3, enc_layers=3, **kw)).eval()
+
+
+def keyboard_video(T: int, presses: dict[int, list[tuple[int, int]]]) -> tuple[torch.Tensor,
+                                                                              torch.Tensor]:
+    """Frames and frame_index (1, T) for keys held over [on, off) sample spans."""
+    states = np.zeros((T, 88), dtype=bool)
+    for key, spans in presses.items():
+        for on, off in spans:
+            states[on:off, key] = True
+    unique, index = np.unique(states, axis=0, return_inverse=True)
+    frames = torch.from_numpy(keyboard.render(unique))
+    return frames, torch.from_numpy(index.reshape(1, -1).astype(np.int64))
+
+
+def test_key_levels_read_every_key_of_a_rendered_frame():
+    model = variant(keys=KEYS)
+    states = np.random.default_rng(0).random((20, 88)) < 0.3
+    levels = model.keys.key_levels(torch.from_numpy(keyboard.render(states)))
+    assert torch.equal(levels, torch.from_numpy(states).float())
+
+
+def test_press_traces_start_at_the_press_decay_and_are_forgotten_after_the_window():
+    model = variant(keys=dataclasses.replace(KEYS, harmonics=0))
+    key, W = 40, KEYS.window
+    frames, index = keyboard_video(300, {key: [(10, 30), (31, 100)], 3: [(0, 300)]})
+    feats = model.keys.features(model.keys.key_levels(frames), index)[0]  # (F, T)
+    level, fast = feats[key], feats[88 + key]  # level, trace with tau = 4 samples (1 ms)
+    assert torch.equal(level[:10], torch.zeros(10)) and torch.equal(level[10:30], torch.ones(20))
+    assert fast[10] == 1.0 and fast[9] == 0.0
+    assert torch.allclose(fast[14], torch.exp(torch.tensor(-1.0)))  # 4 samples = one tau
+    assert fast[31] == 1.0  # re-struck after one sample up: a new press
+    assert fast[31 + W - 1] > 0 and fast[31 + W] == 0  # forgotten after the window
+    assert level[100:].abs().sum() == 0
+    # a key already down at the first sample has no press to remember
+    assert feats[88 + 3].abs().sum() == 0 and feats[3].min() == 1.0
+
+
+def test_oscillators_follow_the_key_pitch():
+    model = variant(keys=dataclasses.replace(KEYS, oscillator_tau_ms=1e6, window=4000))
+    key = 48  # A4, 440 Hz
+    frames, index = keyboard_video(2000, {key: [(100, 2000)]})
+    feats = model.keys.features(model.keys.key_levels(frames), index)[0]
+    n_trace = 88 * (1 + len(KEYS.taus_ms))
+    group = key * KEYS.groups // 88
+    sine = feats[n_trace + group, 100:].numpy()  # first harmonic, sine, the key's register
+    spectrum = np.abs(np.fft.rfft(sine))
+    peak_hz = np.argmax(spectrum) * 4000 / len(sine)
+    assert abs(peak_hz - 440) < 4000 / len(sine)
+    assert feats[n_trace + group, :100].abs().sum() == 0  # silent before the press
+
+
+@pytest.mark.parametrize("kw", [{"encoder_hop": 4}, {"lookahead": 5},
+                                {"keys": KEYS, "encoder_hop": 4, "lookahead": 3}])
+def test_variants_are_causal_up_to_their_lookahead(kw):
+    model = variant(**kw)
+    L, T, t0 = model.lookahead, 300, 150
+    frames, index = keyboard_video(T + L, {k: [(20 * k, 20 * k + 50)] for k in range(30, 44)})
+    audio = torch.randint(0, 256, (1, T), generator=torch.Generator().manual_seed(0))
+    noise = torch.randint(0, 256, (1, 57, 780), generator=torch.Generator().manual_seed(1))
+    frames = torch.cat([frames, noise.to(torch.uint8)])
+    with torch.no_grad():
+        base = model(frames, index, audio)
+        later = index.clone()
+        later[:, t0 + 1 :] = len(frames) - 1  # the video changes after sample t0
+        v = model(frames, later, audio)
+    # logits at t see the video up to t + lookahead only
+    assert torch.equal(v[:, :, : t0 + 1 - L], base[:, :, : t0 + 1 - L])
+    assert not torch.allclose(v[:, :, t0 + 1 - L :], base[:, :, t0 + 1 - L :])
+
+
+@pytest.mark.parametrize("kw", [{"encoder_hop": 4}, {"keys": KEYS, "encoder_hop": 8}])
+def test_variant_video_receptive_field_bounds_the_measured_one(kw):
+    model = variant(**kw).double()
+    audio_rf, video_rf = measure_receptive_field(model)
+    assert audio_rf == model.receptive_field
+    hop = model.cfg.encoder_hop
+    learned = model.encoder.receptive_field * hop - 1 + model.decoder.cond_receptive_field
+    assert learned - hop < video_rf <= learned <= model.video_receptive_field
+
+
+def test_extra_video_context_before_the_audio_is_read_not_scored():
+    model = variant(keys=KEYS, encoder_hop=4, lookahead=2)
+    V, T = model.video_context, 200
+    frames, index = keyboard_video(V + T + 2, {k: [(10 * k, 10 * k + 40)] for k in range(30, 50)})
+    audio = torch.randint(0, 256, (1, T), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(frames, index, audio)
+        assert logits.shape == (1, 256, T)
+        with pytest.raises(ValueError, match="lookahead"):
+            model(frames, index[:, : T + 1], audio)

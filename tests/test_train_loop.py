@@ -59,7 +59,7 @@ def test_run_folder_has_every_log(run):
     assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
     config = json.loads((out / "config.json").read_text())
     model = DeepSynth(get_preset("tiny").model)
-    assert config["context"] == max(model.receptive_field, model.video_receptive_field)
+    assert config["context"] == model.receptive_field
     assert config["train"]["l2"] == get_preset("tiny").l2  # the preset's L2 by default
 
 
@@ -158,6 +158,36 @@ def test_no_video_ablation_trains_without_frames(store, tmp_path):
     assert r.step == 4 and all(r["train_ce"] > 0 for r in metrics(out))
     video = sum(p.numel() for p in DeepSynth(get_preset("tiny").model).parameters())
     assert sum(p.numel() for p in model.parameters()) < video
+
+
+def test_conditioning_variant_trains_and_its_checkpoint_generates(store, tmp_path, monkeypatch):
+    import dataclasses
+
+    from deepsynth.config import KeyFeatureConfig
+    from deepsynth.data.store import open_song, read_manifest, song_dir
+    from deepsynth.evaluate.teacher import teacher_forced_scores
+    from deepsynth.generate.generator import generate
+    from deepsynth.generate.sources import source_from_changes
+    from deepsynth.model.presets import PRESETS, Preset
+
+    keys = KeyFeatureConfig(enabled=True, window=300, harmonics=2)
+    cfg = dataclasses.replace(get_preset("tiny").model, encoder_hop=4, lookahead=3, keys=keys)
+    monkeypatch.setitem(PRESETS, "tiny-keys", Preset(cfg, 1e-4, "test variant"))
+    out = tmp_path / "keys"
+    r = train(store, out, "tiny-keys", RECIPE, RunOptions(max_steps=3, **QUIET))
+    assert r.step == 3
+    model, _ = load_checkpoint(out / "last.pt")  # the checkpoint alone rebuilds the variant
+    assert model.cfg == cfg and model.keys is not None
+    config = json.loads((out / "config.json").read_text())
+    assert config["context"] == model.receptive_field
+    rows = [row for row in metrics(out) if row["val_ce"] is not None]
+    assert rows and all(math.isfinite(row["val_ce"]) for row in rows)
+    scores = teacher_forced_scores(model, store, "val", segments=2)
+    assert math.isfinite(scores["ce_nats"])
+    song = read_manifest(store)["songs"][0]["id"]
+    changes = open_song(song_dir(store, song)).key_changes()
+    audio = generate(model, [source_from_changes(changes)], seed=0, chunk=700)[0]
+    assert len(audio) == changes.n_samples
 
 
 def test_bad_settings_are_one_line_errors(store, tmp_path):

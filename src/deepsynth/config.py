@@ -97,6 +97,25 @@ class StackConfig:
 
 
 @dataclass(frozen=True)
+class KeyFeatureConfig:
+    """Per-key conditioning read from the video by the keyboard's fixed key map (no learning):
+    which keys are down, how long ago each was last pressed (a press is a frame difference: the
+    key is down in this frame and was up in the one before), and optionally a bank of sinusoids at
+    each pressed key's pitch and harmonics, phase-locked to its press. Projected by one 1x1 layer
+    and added to the conditioning. Off by default (the paper has no such features).
+
+    Every feature at sample t depends on the video over (t - window, t] only, so chunked
+    generation equals the computation over the whole piece."""
+
+    enabled: bool = False
+    window: int = 2048  # samples: a press older than this is forgotten
+    taus_ms: tuple[float, ...] = (20.0, 200.0)  # time constants of the decaying press traces
+    harmonics: int = 0  # sinusoids per pressed key (pitch x 1..harmonics below Nyquist); 0: none
+    oscillator_tau_ms: float = 500.0  # decay of the sinusoids after the press
+    groups: int = 8  # the sinusoids are summed over keys within this many registers
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The whole network: frame CNN -> video encoder -> conditional WaveNet decoder."""
 
@@ -108,6 +127,13 @@ class ModelConfig:
     decoder: StackConfig = StackConfig()
     cond_channels: int = 128  # width of the encoder's output, the decoder's local conditioning
     no_video: bool = False  # ablation: no frame CNN, no encoder, the decoder is unconditioned
+    encoder_hop: int = 1  # the video encoder runs on every hop-th sample (1: audio rate, paper)
+    lookahead: int = 0  # samples of future video the conditioning may see (0: causal, paper)
+    keys: KeyFeatureConfig = KeyFeatureConfig()  # per-key features from the key map (off: paper)
+
+    def __post_init__(self) -> None:
+        if self.encoder_hop < 1 or self.lookahead < 0:
+            raise ValueError("encoder_hop must be >= 1 and lookahead >= 0")
 
     @property
     def n_classes(self) -> int:

@@ -10,9 +10,11 @@ Item (a dict):
     frames       uint8 (N, 57, 780): the distinct keyboard pictures the item shows, in order of
                  first appearance (absent when render_frames=False)
     states       bool (N, 88): the key states the frames are drawn from (keyboard.render)
-    frame_index  int64 (T,): row of `frames` shown at each sample
-    frame_starts int64 (N,): first sample (in the item) at which each frame is shown, so
-                 frame_starts[frame_index[t]] <= t: no sample reads a frame from its future
+    frame_index  int64 (V + T + L,): row of `frames` shown at each sample of the item's video,
+                 which starts V = video_context samples before the audio and runs L = lookahead
+                 samples past it (both 0 by default: then one column per audio sample)
+    frame_starts int64 (N,): first column of frame_index at which each frame is shown, so
+                 frame_starts[frame_index[c]] <= c: no column reads a frame from its future
     audio        float32 (T,) in [-1, 1]; classes int64 (T,): its mu-law classes (mu + 1 of them)
     loss_start   int (= context); song (id), segment (k), start (song sample of loss_start)
 
@@ -43,11 +45,13 @@ from deepsynth.sim import keyboard
 
 def make_item(
     song: store.Song, start: int, window: int, context: int = 0, mu: int = 255,
-    render_frames: bool = True,
+    render_frames: bool = True, video_context: int = 0, lookahead: int = 0,
 ) -> dict:
-    """The item for samples [start - context, start + window) of `song` (see the module doc)."""
-    if context < 0 or window <= 0:
-        raise ValueError(f"context must be >= 0 and window > 0, got {context} and {window}")
+    """The item for samples [start - context, start + window) of `song` (see the module doc),
+    its video reaching `video_context` samples further back and `lookahead` samples further on."""
+    if context < 0 or window <= 0 or video_context < 0 or lookahead < 0:
+        raise ValueError(f"context, video_context, lookahead must be >= 0 and window > 0, got "
+                         f"{context}, {video_context}, {lookahead} and {window}")
     lo, hi = start - context, start + window
     if hi > song.n_samples or start < 0:
         raise ValueError(f"window [{start}, {hi}) is outside the song ({song.n_samples} samples)")
@@ -58,16 +62,20 @@ def make_item(
     audio16 = np.zeros(total, dtype=np.int16)
     audio16[pad:] = song.audio[a0:hi]
 
-    # change rows shown during [a0, hi); row r is shown on [starts[r], starts[r + 1])
+    # the video's samples: [vlo, vhi); before the song the empty keyboard, after it its last state
+    vlo, vhi = lo - video_context, hi + lookahead
+    v0 = max(vlo, 0)
+    last = min(vhi, song.n_samples) - 1
+    # change rows shown during [v0, last]; row r is shown on [starts[r], starts[r + 1])
     starts = song.starts
-    r0 = int(np.searchsorted(starts, a0, side="right")) - 1
-    r1 = int(np.searchsorted(starts, hi - 1, side="right")) - 1
+    r0 = int(np.searchsorted(starts, v0, side="right")) - 1
+    r1 = int(np.searchsorted(starts, last, side="right")) - 1
     packed = np.asarray(song.packed_states[r0 : r1 + 1])
-    row_start = np.maximum(np.asarray(starts[r0 : r1 + 1], dtype=np.int64), a0) - lo
-    if pad:
+    row_start = np.maximum(np.asarray(starts[r0 : r1 + 1], dtype=np.int64), v0) - vlo
+    if v0 > vlo:
         packed = np.concatenate([np.zeros((1, packed.shape[1]), np.uint8), packed])
         row_start = np.concatenate([[0], row_start])
-    lengths = np.diff(np.append(row_start, total))
+    lengths = np.diff(np.append(row_start, vhi - vlo))
     row_of_sample = np.repeat(np.arange(len(packed)), lengths)
 
     # distinct pictures, in order of first appearance
@@ -87,6 +95,7 @@ def make_item(
         "audio": torch.from_numpy(audio),
         "classes": torch.from_numpy(mu_law_encode(audio, mu).astype(np.int64)),
         "loss_start": int(context),
+        "video_context": int(video_context),
         "song": song.id,
         "start": int(start),
     }
@@ -98,7 +107,8 @@ def make_item(
 class SegmentDataset(Dataset):
     """Segments of the songs of one split (or several, or all) of a built store.
 
-    context: samples of left context per item (the model's receptive field); render_frames=False
+    context: samples of left context per item (the model's receptive field); video_context and
+    lookahead: samples of video before the context and after the window; render_frames=False
     leaves out `frames` (use `states` and render them on the GPU with `render_frames_torch`).
     segments: window and overlap (default: those the store's manifest was built with).
     max_open_songs: songs kept memory-mapped at once in each process.
@@ -110,6 +120,8 @@ class SegmentDataset(Dataset):
         split: str | Sequence[str] | None = "train",
         context: int = 0,
         *,
+        video_context: int = 0,
+        lookahead: int = 0,
         render_frames: bool = True,
         segments: SegmentConfig | None = None,
         max_open_songs: int = 8,
@@ -126,6 +138,7 @@ class SegmentDataset(Dataset):
         if context < 0:
             raise ValueError(f"context must be >= 0, got {context}")
         self.context = int(context)
+        self.video_context, self.lookahead = int(video_context), int(lookahead)
         self.render_frames = render_frames
         self.max_open_songs = max(1, max_open_songs)
         splits = SPLITS if split is None else (split,) if isinstance(split, str) else tuple(split)
@@ -167,7 +180,8 @@ class SegmentDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         number, k = self.locate(index)
         item = make_item(self.song(number), k * self.hop, self.window, self.context,
-                         self.audio_config.mu, self.render_frames)
+                         self.audio_config.mu, self.render_frames, self.video_context,
+                         self.lookahead)
         item["segment"] = k
         return item
 

@@ -78,10 +78,11 @@ def _rank(seed: int, song_id: str) -> int:
 
 def choose_excerpts(
     root: str | os.PathLike, split: str, count: int, seconds: float, seed: int = 0,
-    context: int = 0,
+    context: int = 0, lookahead: int = 0,
 ) -> list[Excerpt]:
-    """`count` excerpts of `seconds` from the songs of `split` (see the module doc); `context`:
-    samples of key states kept before each excerpt for the generator's video encoder."""
+    """`count` excerpts of `seconds` from the songs of `split` (see the module doc); `context`
+    and `lookahead`: samples of key states kept before and after each excerpt for the
+    generator's conditioning."""
     if count <= 0:
         return []
     if seconds <= 0:
@@ -115,7 +116,9 @@ def choose_excerpts(
             song=row["id"], title=str(row.get("title") or row["id"]), start=start, length=length,
             sample_rate=sr, truth=np.array(song.audio[start : start + length], dtype=np.int16),
             changes=cut_changes(changes, start, start + length),
-            context=cut_changes(changes, lo, start + length), context_start=lo,
+            context=cut_changes(changes, lo, min(start + length + int(lookahead),
+                                                  song.n_samples)),
+            context_start=lo,
         ))
     return out
 

@@ -146,7 +146,7 @@ def evaluate(
         from deepsynth.evaluate.excerpts import choose_excerpts
 
         chosen = choose_excerpts(data, split, excerpts, seconds, seed,
-                                 int(model.video_receptive_field))
+                                 int(model.video_receptive_field), int(model.lookahead))
     sf_path, sf_note = store_soundfont(data, soundfont) if chosen else (None, "")
 
     judge = missing_reason() if transcribe else "transcription skipped (--no-transcribe)"

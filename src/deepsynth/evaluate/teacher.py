@@ -22,12 +22,6 @@ from deepsynth.model.deepsynth import DeepSynth
 NATS_TO_BITS = 1.0 / math.log(2.0)
 
 
-def model_context(model: DeepSynth) -> int:
-    """Left context that gives every scored sample its whole receptive field (audio and video);
-    the trainer's validation uses the same."""
-    return max(int(model.receptive_field), int(model.video_receptive_field))
-
-
 def check_store_matches(model: DeepSynth, manifest: dict, root: str | os.PathLike) -> None:
     audio = manifest["sim_config"]["audio"]
     a = model.cfg.audio
@@ -53,8 +47,10 @@ def teacher_forced_scores(
     from deepsynth.data.store import read_manifest
 
     check_store_matches(model, read_manifest(root), root)
-    context = model_context(model)
-    ds = SegmentDataset(root, split, context=context, render_frames=not model.cfg.no_video)
+    windows = model.item_windows()
+    context = windows["context"]
+    ds = SegmentDataset(root, split, **windows,
+                        render_frames=not model.cfg.no_video)
     if len(ds) == 0:
         raise DeepSynthError(f"{root}: the {split} split has no segments (too few songs?)")
     indices = list(validation_subset(ds, n=segments, seed=seed).indices)

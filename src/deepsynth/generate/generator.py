@@ -23,7 +23,6 @@ from deepsynth.audio import float_to_int16, mu_law_decode
 from deepsynth.generate.fused import FusedDecoderState, pack_decoder
 from deepsynth.generate.sources import VideoSource
 from deepsynth.model.deepsynth import DeepSynth
-from deepsynth.model.frame_cnn import hold
 
 COND_BUDGET_BYTES = 64 << 20  # per chunk, for the per-layer conditioning of the whole batch
 
@@ -43,7 +42,8 @@ class Conditioner:
         self.model = model
         self.features = features
         enc = model.encoder
-        self.context = 0 if enc is None else enc.receptive_field - 1
+        self.context = model.condition_context
+        self.hop = model.cfg.encoder_hop
         blocks = model.decoder.stack.blocks
         # (L, 2R, C): each layer's 1x1 projection of the conditioning
         self.proj = None if enc is None else torch.stack([b.cond.weight[:, :, 0] for b in blocks])
@@ -58,8 +58,10 @@ class Conditioner:
         out = []
         for src, feats, start in zip(sources, self.features, starts, strict=True):
             lo = max(start - self.context, 0)
-            idx = torch.from_numpy(src.frame_index(lo, start + n))
-            cond = self.model.encoder(hold(feats, idx[None]))[0, :, start - lo :]  # (C, n)
+            lo -= lo % self.hop  # encoder blocks stay where they are over the whole piece
+            idx = torch.from_numpy(src.frame_index(lo, start + n + self.model.lookahead))
+            cond = self.model.condition_from_features(feats, idx[None], start + n - lo)
+            cond = cond[0, :, start - lo :]  # (C, n)
             out.append(torch.einsum("loc,cn->nlo", self.proj, cond))
         return torch.stack(out).numpy()
 
@@ -155,7 +157,8 @@ def score_incremental(
     chunk: int = 1000,
 ) -> torch.Tensor:
     """Teacher-forced logits (B, K, T) computed sample by sample with the cache, in the layout
-    of `model.forward(frames, frame_index, audio)`, which they must equal."""
+    of `model.forward(frames, frame_index, audio)`, which they must equal (frame_index as
+    forward takes it: extra video context before the audio and the lookahead after it)."""
     model = model.eval().float().cpu()
     B, T = audio.shape
     state = FusedDecoderState(pack_decoder(model.decoder), B, model.silence)
@@ -165,7 +168,7 @@ def score_incremental(
         if model.encoder is None
         else torch.stack([b.cond.weight[:, :, 0] for b in model.decoder.stack.blocks])
     )
-    cond_all = None if feats is None else model.encoder(hold(feats, frame_index))  # (B, C, T)
+    cond_all = None if feats is None else model.condition_from_features(feats, frame_index, T)
     out = []
     for t in range(0, T, chunk):
         n = min(chunk, T - t)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -13,6 +14,7 @@ from deepsynth.audio import mu_law_encode
 from deepsynth.config import AudioConfig, ModelConfig
 from deepsynth.model.encoder import VideoEncoder
 from deepsynth.model.frame_cnn import FrameCNN, hold
+from deepsynth.model.key_features import KeyFeatures
 from deepsynth.model.layers import ConvState
 from deepsynth.model.wavenet import WaveNetDecoder
 
@@ -42,7 +44,9 @@ class DeepSynth(nn.Module):
     shown at sample t of sequence b. logits[:, :, t] predicts audio[:, t] from audio[:, :t] and the
     frames shown at samples <= t. The CNN runs once per row of `frames`.
     With `cfg.no_video` there is neither CNN nor encoder and the decoder is unconditioned
-    (frames and frame_index may be None). Other conditioning variants override `condition`.
+    (frames and frame_index may be None). Conditioning variants (all off in the paper's
+    configuration): `encoder_hop` (the encoder at a lower rate), `lookahead` (the video a few
+    samples ahead), `keys` (per-key features read through the keyboard's key map).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -50,11 +54,15 @@ class DeepSynth(nn.Module):
         self.cfg = cfg
         self.frame_cnn: FrameCNN | None = None
         self.encoder: VideoEncoder | None = None
+        self.keys: KeyFeatures | None = None
         cond_channels = 0
         if not cfg.no_video:
             self.frame_cnn = FrameCNN(cfg.cnn, cfg.frame_height, cfg.frame_width)
             self.encoder = VideoEncoder(cfg.cnn.features, cfg.encoder, cfg.cond_channels)
             cond_channels = cfg.cond_channels
+            if cfg.keys.enabled:
+                self.keys = KeyFeatures(cfg.keys, cfg.audio.sample_rate, cfg.cond_channels,
+                                        cfg.frame_height, cfg.frame_width)
         self.decoder = WaveNetDecoder(cfg.decoder, cfg.n_classes, cond_channels)
         self.silence = silence_class(cfg.audio)
 
@@ -64,26 +72,96 @@ class DeepSynth(nn.Module):
         return self.decoder.receptive_field
 
     @property
-    def video_receptive_field(self) -> int:
-        """Samples of held frame features one prediction depends on (0 without video)."""
+    def lookahead(self) -> int:
+        """Samples of future video the conditioning at a sample sees (0: causal)."""
+        return 0 if self.encoder is None else int(self.cfg.lookahead)
+
+    @property
+    def condition_context(self) -> int:
+        """Samples of past video (before sample t + lookahead) the conditioning at t reads."""
         if self.encoder is None:
             return 0
-        return self.encoder.receptive_field + self.decoder.cond_receptive_field - 1
+        hop = self.cfg.encoder_hop
+        ctx = self.encoder.receptive_field * hop - 1
+        return max(ctx, 0 if self.keys is None else self.keys.context)
+
+    @property
+    def video_receptive_field(self) -> int:
+        """Samples of video before a prediction's own sample it depends on, plus one (0 without
+        video); the video after it (`lookahead`) is not counted."""
+        if self.encoder is None:
+            return 0
+        return self.condition_context + self.decoder.cond_receptive_field
+
+    @property
+    def video_context(self) -> int:
+        """Samples of video a training item needs before its first audio sample, beyond the
+        audio context of one receptive field, so the first scored sample sees all it depends on."""
+        return max(0, self.video_receptive_field - self.receptive_field)
+
+    def item_windows(self) -> dict[str, int]:
+        """What a training or scoring item needs around its window: `context` samples of audio
+        (one receptive field), `video_context` more samples of video before that, `lookahead`
+        samples of video after the window (SegmentDataset's keyword arguments)."""
+        return {"context": self.receptive_field, "video_context": self.video_context,
+                "lookahead": self.lookahead}
+
+    @property
+    def n_frame_features(self) -> int:
+        """Width of `frame_features` rows: the CNN's features, then 88 key levels if used."""
+        if self.frame_cnn is None:
+            return 0
+        return self.cfg.cnn.features + (0 if self.keys is None else 88)
 
     def frame_features(self, frames: Tensor) -> Tensor | None:
         """Unique frames (N, H, W) uint8 -> features (N, F); None without video."""
-        return None if self.frame_cnn is None else self.frame_cnn(frames)
+        if self.frame_cnn is None:
+            return None
+        feats = self.frame_cnn(frames)
+        if self.keys is not None:
+            feats = torch.cat([feats, self.keys.key_levels(frames).to(feats.dtype)], dim=1)
+        return feats
 
-    def condition(self, frames: Tensor | None, frame_index: Tensor | None) -> Tensor | None:
-        """The decoder's local conditioning (B, C, T), or None for an unconditioned decoder."""
+    def condition_from_features(self, features: Tensor, frame_index: Tensor,
+                                length: int) -> Tensor:
+        """Frame features (N, F) + frame_index (B, V + length + lookahead): the frame shown at
+        each of V samples of extra video context, the `length` samples to condition and the
+        lookahead after them -> conditioning (B, C, length).
+
+        The video encoder runs on every `encoder_hop`-th sample (blocks anchored at the first
+        column; its output is held over the block); sample t sees the video up to t + lookahead.
+        """
+        extra = frame_index.shape[1] - length - self.lookahead
+        if extra < 0:
+            raise ValueError(f"frame_index has {frame_index.shape[1]} samples, fewer than the "
+                             f"{length} to condition plus {self.lookahead} of lookahead")
+        index = frame_index[:, self.lookahead :]  # column c: the video at sample c + lookahead
+        cnn = features[:, : self.cfg.cnn.features]
+        hop = self.cfg.encoder_hop
+        cond = self.encoder(hold(cnn, index[:, ::hop]))
+        if hop > 1:
+            cond = cond.repeat_interleave(hop, dim=2)[:, :, : index.shape[1]]
+        cond = cond[:, :, extra:]
+        if self.keys is not None:
+            cond = cond + self.keys(features[:, self.cfg.cnn.features :], index, extra)
+        return cond
+
+    def condition(self, frames: Tensor | None, frame_index: Tensor | None,
+                  length: int | None = None) -> Tensor | None:
+        """The decoder's local conditioning (B, C, length), or None for an unconditioned decoder.
+        `length` defaults to frame_index's length less the lookahead (no extra context)."""
         if self.encoder is None:
             return None
         if frames is None or frame_index is None:
             raise ValueError("this model reads video: pass frames and frame_index")
-        return self.encoder(hold(self.frame_features(frames), frame_index))
+        if length is None:
+            length = frame_index.shape[1] - self.lookahead
+        return self.condition_from_features(self.frame_features(frames), frame_index, length)
 
     def forward(self, frames: Tensor | None, frame_index: Tensor | None, audio: Tensor) -> Tensor:
-        cond = self.condition(frames, frame_index)
+        """frame_index may be longer than audio: extra video context before it (any number of
+        samples) and `lookahead` samples after it."""
+        cond = self.condition(frames, frame_index, audio.shape[1])
         return self.decoder(shift_right(audio, self.silence), cond)
 
     # --- incremental generation -----------------------------------------------------------
@@ -98,6 +176,10 @@ class DeepSynth(nn.Module):
         video) -> logits (B, K) for sample t. Updates `state` in place."""
         cond = None
         if self.encoder is not None:
+            if self.cfg.encoder_hop != 1 or self.keys is not None or self.lookahead:
+                raise NotImplementedError(
+                    "per-sample encoder steps exist for the paper's conditioning only; "
+                    "deepsynth.generate computes the conditioning of any variant")
             if feature is None or state.encoder is None:
                 raise ValueError("this model reads video: pass the frame feature of each sample")
             cond = self.encoder.step(feature, state.encoder)

@@ -36,31 +36,43 @@ def _span(grad: torch.Tensor) -> int:
 
 def measure_receptive_field(model: DeepSynth, length: int | None = None) -> tuple[int, int]:
     """(audio, video) receptive fields in samples, by gradient: backpropagate from the logits at
-    the last position to a float input standing in for the one-hot audio (resp. to the held frame
-    features) and count the span of nonzero gradient. Video is 0 without video."""
+    the last position to a float input standing in for the one-hot audio (resp. to per-sample
+    frame features: every sample shows a frame of its own) and measure how far back the nonzero
+    gradient reaches. Video is 0 without video; the lookahead is not counted, nor the key
+    features (read, not learned: no gradient reaches their input; see `condition_context`)."""
     gen = torch.Generator().manual_seed(0)
     p = next(model.parameters())
     kw = {"dtype": p.dtype, "device": p.device}
+    hop = model.cfg.encoder_hop
     T = length or 2 * (model.receptive_field + model.video_receptive_field) + 16
-    dec, enc = model.decoder, model.encoder
+    T += -T % hop  # the last sample ends an encoder block: the farthest reach
+    dec = model.decoder
     probe = torch.randn(dec.n_classes, generator=gen).to(**kw)
 
     def last_logit(logits: torch.Tensor) -> torch.Tensor:
         return (logits[0, :, -1] * probe).sum()
 
+    def features(requires_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        n = T + model.lookahead
+        feats = torch.randn(n, model.n_frame_features, generator=gen).to(**kw)
+        index = torch.arange(n, device=p.device)[None]
+        return feats.requires_grad_(requires_grad), index
+
     cond = None
-    feat_width = model.cfg.cnn.features
-    if enc is not None:
-        cond = enc(torch.randn(1, feat_width, T, generator=gen).to(**kw)).detach()
+    if model.encoder is not None:
+        cond = model.condition_from_features(*features(), T).detach()
     audio = torch.randn(1, dec.n_classes, T, generator=gen).to(**kw).requires_grad_()
     last_logit(dec(audio, cond)).backward()
     audio_rf = _span(audio.grad)
-    if enc is None:
+    if model.encoder is None:
         return audio_rf, 0
-    feats = torch.randn(1, feat_width, T, generator=gen).to(**kw).requires_grad_()
+    feats, index = features(requires_grad=True)
     classes = torch.randint(0, dec.n_classes, (1, T), generator=gen, device=p.device)
-    last_logit(dec(classes, enc(feats))).backward()
-    return audio_rf, _span(feats.grad)
+    last_logit(dec(classes, model.condition_from_features(feats, index, T))).backward()
+    reached = torch.nonzero(feats.grad.abs().sum(dim=1) > 0).flatten()
+    if reached.numel() == 0 or reached[0] == 0:
+        raise RuntimeError("probe too short or no gradient reached the frame features")
+    return audio_rf, int(T - reached[0])
 
 
 def thin_copy(cfg: ModelConfig, width: int = 16) -> ModelConfig:
@@ -83,7 +95,9 @@ def _macs(fn, *args) -> int:
 
 def macs_per_sample(model: DeepSynth) -> dict[str, int]:
     """Multiply-adds of cached generation at batch 1: per new sample for the decoder and the
-    encoder, per unique frame for the CNN. Counts matrix products only (no activations)."""
+    conditioning (encoder, its share per sample when it runs every hop samples, and the key
+    features' projection), per unique frame for the CNN. Counts matrix products only (no
+    activations)."""
     p = next(model.parameters())
     state = model.init_state(1, device=p.device, dtype=p.dtype)
     prev = torch.zeros(1, dtype=torch.long, device=p.device)
@@ -92,6 +106,9 @@ def macs_per_sample(model: DeepSynth) -> dict[str, int]:
     if model.encoder is not None:
         feature = torch.zeros(1, model.cfg.cnn.features, device=p.device, dtype=p.dtype)
         out["encoder"] = _macs(model.encoder.step, feature, state.encoder)
+        out["encoder"] //= model.cfg.encoder_hop  # one encoder step per hop samples
+        if model.keys is not None:
+            out["encoder"] += model.keys.n_features * model.cfg.cond_channels
         cond = model.encoder.step(feature, state.encoder)
         frame = torch.zeros(
             1, model.cfg.frame_height, model.cfg.frame_width, dtype=torch.uint8, device=p.device
@@ -117,7 +134,7 @@ def saved_activation_bytes(model: DeepSynth, batch: int, length: int, frames: in
     cfg = model.cfg
     with torch.device(p.device):
         video = torch.zeros(frames, cfg.frame_height, cfg.frame_width, dtype=torch.uint8)
-        index = torch.zeros(batch, length, dtype=torch.long)
+        index = torch.zeros(batch, length + model.lookahead, dtype=torch.long)
         audio = torch.zeros(batch, length, dtype=torch.long)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         F.cross_entropy(model(video, index, audio), audio)
@@ -160,7 +177,7 @@ def model_info(cfg: ModelConfig) -> dict[str, Any]:
     return {
         "params": total,
         "params_frame_cnn": count_params(model.frame_cnn),
-        "params_encoder": count_params(model.encoder),
+        "params_encoder": count_params(model.encoder) + count_params(model.keys),
         "params_decoder": count_params(model.decoder),
         "rf_samples": audio_rf,
         "rf_ms": round(1000 * audio_rf / rate, 1),

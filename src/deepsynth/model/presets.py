@@ -8,9 +8,10 @@ resolution with 128 features.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from deepsynth.config import FrameCNNConfig, ModelConfig, StackConfig
+from deepsynth.config import FrameCNNConfig, KeyFeatureConfig, ModelConfig, StackConfig
 from deepsynth.errors import DeepSynthError
 
 
@@ -39,6 +40,13 @@ def _paper(layers: int, channels: int, l2: float, train: float, val: float) -> P
 
 
 SMALL_CNN = FrameCNNConfig(channels=(8, 16), input_pool=(3, 3), features=64)
+SMALL_PAPER = ModelConfig(
+    cnn=SMALL_CNN,
+    encoder=StackConfig(layers=8, residual_channels=32, skip_channels=32),
+    decoder=StackConfig(layers=12, residual_channels=32, skip_channels=64),
+    cond_channels=32,
+)
+SMALL_KEYS = KeyFeatureConfig(enabled=True, window=2048, taus_ms=(20.0, 200.0))
 CPU_CHANNEL_DIVISOR = 8
 
 
@@ -61,18 +69,25 @@ PRESETS: dict[str, Preset] = {
     "paper-27x128": _paper(27, 128, 1e-4, 1.21, 2.18),
     "paper-27x256": _paper(27, 256, 1e-4, 1.16, 2.15),
     "paper-27x512": _paper(27, 512, 1e-4, 1.14, 2.16),
-    "small": Preset(
-        ModelConfig(
-            cnn=SMALL_CNN,
-            encoder=StackConfig(layers=8, residual_channels=32, skip_channels=32),
-            decoder=StackConfig(layers=12, residual_channels=32, skip_channels=64),
-            cond_channels=32,
-        ),
+    "small-paper": Preset(
+        SMALL_PAPER,
         1e-4,
-        "CPU model: decoder 12x32 (receptive field 519 samples, 130 ms), encoder 8x32, CNN on "
-        "3x3-averaged frames; 0.27 M parameters, about 185 k multiply-adds per generated sample; "
-        "measured fwd+bwd+Adam on 3 x 20,519 samples with 150 unique frames, 2 CPU threads: "
-        "1.5-1.7 s a step (12x48: 2.4 s; 10x32: 1.5 s)",
+        "CPU model with the paper's conditioning: decoder 12x32 (receptive field 519 samples, "
+        "130 ms), encoder 8x32 at audio rate, CNN on 3x3-averaged frames; 0.27 M parameters",
+    ),
+    "small": Preset(
+        dataclasses.replace(SMALL_PAPER, encoder_hop=16, lookahead=15, keys=SMALL_KEYS),
+        1e-4,
+        "CPU model: small-paper's decoder and CNN; the encoder runs every 16 samples (4 ms, "
+        "reaching 1 s back) and sees 15 samples ahead; plus per-key press features read "
+        "through the key map (traces of 20 and 200 ms over a 0.5 s window)",
+    ),
+    "small-osc": Preset(
+        dataclasses.replace(SMALL_PAPER, encoder_hop=16, lookahead=15,
+                            keys=dataclasses.replace(SMALL_KEYS, harmonics=3)),
+        1e-4,
+        "small plus sinusoids at each pressed key's pitch and 2 harmonics, phase-locked to "
+        "the press, summed over 8 registers",
     ),
     **{
         name: _cpu_standin(layers, channels, l2, paper)

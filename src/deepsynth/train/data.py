@@ -66,12 +66,13 @@ class Datasets:
     context: int  # left context per segment, in samples (= loss_start)
 
 
-def open_datasets(root: str | os.PathLike, cfg: TrainConfig, context: int, frames: bool,
-                  world: int = 1) -> Datasets:
-    """Training segments and the fixed validation subset of a built store, with `context`
-    samples of left context; `frames=False`: key states only (rendered later, or no video)."""
+def open_datasets(root: str | os.PathLike, cfg: TrainConfig, windows: dict[str, int],
+                  frames: bool, world: int = 1) -> Datasets:
+    """Training segments and the fixed validation subset of a built store, with the context
+    and video the model needs (`DeepSynth.item_windows`); `frames=False`: key states only
+    (rendered later, or no video)."""
     segments = segment_config(root, cfg)
-    kw = {"context": context, "render_frames": frames, "segments": segments}
+    kw = {**windows, "render_frames": frames, "segments": segments}
     train = SegmentDataset(root, "train", **kw)
     val = SegmentDataset(root, "val", **kw)
     need = cfg.batch_size * world
@@ -82,7 +83,7 @@ def open_datasets(root: str | os.PathLike, cfg: TrainConfig, context: int, frame
     if len(val) == 0:
         raise DeepSynthError(f"{root}: the validation split has no segments (too few songs?)")
     subset = validation_subset(val, n=cfg.val_segments, seed=cfg.val_seed)
-    return Datasets(train, val, list(subset.indices), context)
+    return Datasets(train, val, list(subset.indices), windows["context"])
 
 
 def loader(dataset: SegmentDataset, batches: list[list[int]], workers: int,

@@ -243,10 +243,11 @@ def _train(env: distributed.DistEnv, data: Path, out: Path, preset_name: str | N
         set_rng_state(ckpt.rng)
 
     # --- data
-    context = max(model.receptive_field, model.video_receptive_field)
+    windows = model.item_windows()
+    context = windows["context"]
     video = not cfg.no_video
     workers = options.workers if options.workers is not None else (4 if cuda else 0)
-    ds = tdata.open_datasets(data, cfg, context, frames=video and not cuda, world=env.world)
+    ds = tdata.open_datasets(data, cfg, windows, frames=video and not cuda, world=env.world)
     per_epoch = tdata.steps_per_epoch(len(ds.train), cfg.batch_size, env.world)
     total_steps = cfg.epochs * per_epoch
     if options.max_steps is not None:

@@ -1,0 +1,127 @@
+"""Per-key conditioning features read from the keyboard video by its fixed key map.
+
+The frame CNN must learn where the keys are and the encoder how long ago each was pressed; both
+are known in advance for the simulator's keyboard. This path reads them directly (no learning):
+
+1. `key_levels`: each frame's 88 key levels, the mean of each key's own pixels scaled so that
+   0 is the key's resting shade and 1 its pressed shade (computed once per unique frame).
+2. `KeyFeatures.features`: at audio rate, per key, the level and decaying traces of the key's
+   most recent press (a press: down at sample t, up at t - 1, i.e. a frame difference), and
+   optionally sinusoids at the key's pitch and harmonics, phase-locked to that press and summed
+   over keys within a few registers.
+3. One 1x1 layer projects them to the conditioning width.
+
+A press older than `window` samples is forgotten, so the features at sample t depend on the video
+over [t - window, t] only: chunked generation equals the computation over the whole piece.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deepsynth.config import KeyFeatureConfig
+from deepsynth.sim import keyboard
+
+
+def key_pitches() -> np.ndarray:
+    """MIDI pitch of each of the 88 keys (21..108)."""
+    return np.arange(keyboard.LOWEST_PITCH, keyboard.HIGHEST_PITCH + 1)
+
+
+class KeyFeatures(nn.Module):
+    """Key levels (N, 88) of the unique frames + frame_index (B, T) -> conditioning (B, C, T)."""
+
+    def __init__(self, cfg: KeyFeatureConfig, sample_rate: int, out_channels: int,
+                 height: int = keyboard.HEIGHT, width: int = keyboard.WIDTH) -> None:
+        super().__init__()
+        if (height, width) != (keyboard.HEIGHT, keyboard.WIDTH):
+            raise ValueError(f"key features need the simulator's {keyboard.WIDTH}x"
+                             f"{keyboard.HEIGHT} keyboard, not {width}x{height}")
+        if cfg.window < 1 or cfg.groups < 1 or cfg.harmonics < 0:
+            raise ValueError("key features need window >= 1, groups >= 1, harmonics >= 0")
+        self.cfg = cfg
+        g = keyboard.geometry()
+        owner = np.where(g.key_map < 0, keyboard.N_KEYS, g.key_map).reshape(-1).astype(np.int64)
+        counts = np.bincount(owner, minlength=keyboard.N_KEYS + 1)[: keyboard.N_KEYS]
+        flat_key = g.key_map.reshape(-1)
+        up = np.zeros(keyboard.N_KEYS)
+        down = np.zeros(keyboard.N_KEYS)
+        np.add.at(up, flat_key[flat_key >= 0], g.base.reshape(-1)[flat_key >= 0])
+        np.add.at(down, flat_key[flat_key >= 0], g.pressed.reshape(-1)[flat_key >= 0])
+        self.register_buffer("owner", torch.tensor(owner), persistent=False)
+        self.register_buffer("counts", torch.tensor(counts).float(), persistent=False)
+        self.register_buffer("up", torch.tensor(up / counts).float(), persistent=False)
+        self.register_buffer("down", torch.tensor(down / counts).float(), persistent=False)
+        taus = torch.tensor([t * sample_rate / 1000.0 for t in cfg.taus_ms], dtype=torch.float32)
+        self.register_buffer("taus", taus, persistent=False)
+        # sinusoids: per harmonic, angular step per sample of each key (0 above Nyquist)
+        freqs = 440.0 * 2.0 ** ((key_pitches() - 69) / 12.0)
+        omega = np.stack([2 * math.pi * h * freqs / sample_rate
+                          for h in range(1, cfg.harmonics + 1)]) if cfg.harmonics else \
+            np.zeros((0, keyboard.N_KEYS))
+        audible = omega < math.pi
+        self.register_buffer("omega", torch.tensor(omega * audible).float(),
+                             persistent=False)
+        self.register_buffer("audible", torch.tensor(audible).float(), persistent=False)
+        groups = np.zeros((keyboard.N_KEYS, cfg.groups), np.float32)
+        groups[np.arange(keyboard.N_KEYS), np.arange(keyboard.N_KEYS) * cfg.groups
+               // keyboard.N_KEYS] = 1.0
+        self.register_buffer("group_matrix", torch.tensor(groups), persistent=False)
+        self.osc_tau = cfg.oscillator_tau_ms * sample_rate / 1000.0
+        self.proj = nn.Linear(self.n_features, out_channels)
+
+    @property
+    def n_features(self) -> int:
+        per_key = keyboard.N_KEYS * (1 + len(self.cfg.taus_ms))
+        return per_key + 2 * self.cfg.harmonics * self.cfg.groups
+
+    @property
+    def context(self) -> int:
+        """Samples of past video the features at a sample depend on."""
+        return int(self.cfg.window)
+
+    def key_levels(self, frames: Tensor) -> Tensor:
+        """uint8 frames (N, H, W) -> (N, 88) float: 0 at rest, 1 pressed (mean of own pixels)."""
+        flat = frames.reshape(len(frames), -1).to(self.counts.dtype)
+        sums = flat.new_zeros(len(frames), keyboard.N_KEYS + 1).index_add_(1, self.owner, flat)
+        mean = sums[:, : keyboard.N_KEYS] / self.counts
+        return ((mean - self.up) / (self.down - self.up)).clamp(0.0, 1.0)
+
+    @torch.no_grad()
+    def features(self, levels: Tensor, frame_index: Tensor, skip: int = 0) -> Tensor:
+        """Per-frame key levels (N, 88) + frame_index (B, T) -> features (B, n_features,
+        T - skip) of the samples after the first `skip` (those are read for presses only)."""
+        cfg = self.cfg
+        B, T = frame_index.shape
+        level = levels.float().t()[:, frame_index].transpose(0, 1)  # (B, 88, T), contiguous in T
+        down = level > 0.5
+        pressed = down.clone()
+        pressed[:, :, 1:] &= ~down[:, :, :-1]  # down now, up one sample before
+        pressed[:, :, 0] = False
+        t = torch.arange(T, device=level.device, dtype=torch.int32)
+        press_at = torch.where(pressed, t, torch.tensor(-(cfg.window + 1), dtype=torch.int32,
+                                                       device=level.device))
+        age = (t - press_at.cummax(dim=2).values)[:, :, skip:].float()  # since the last press
+        level = level[:, :, skip:]
+        fresh = age < cfg.window
+        parts = [level]
+        parts += [torch.exp(-age / tau).masked_fill_(~fresh, 0.0) for tau in self.taus]
+        if cfg.harmonics:
+            env = torch.exp(-age / self.osc_tau).masked_fill_(~fresh, 0.0).mul_(level)
+            groups = self.group_matrix.t()  # (G, 88)
+            for h in range(cfg.harmonics):
+                phase = age * self.omega[h][:, None]
+                gate = env * self.audible[h][:, None]
+                parts.append(groups @ (torch.sin(phase) * gate))
+                parts.append(groups @ (torch.cos(phase) * gate))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, levels: Tensor, frame_index: Tensor, skip: int = 0) -> Tensor:
+        """Conditioning (B, C, T - skip) for the samples of frame_index after the first `skip`."""
+        feats = self.features(levels, frame_index, skip).to(self.proj.weight.dtype)
+        return F.conv1d(feats, self.proj.weight[:, :, None], self.proj.bias)
