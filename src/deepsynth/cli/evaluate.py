@@ -1,5 +1,6 @@
-"""Sub-commands: evaluate (a checkpoint on a store's split -> report folder) and sweep (train the
-Table 1 presets for one budget and tabulate them beside the paper)."""
+"""Sub-commands: evaluate (a checkpoint on a store's split -> report folder), sweep (train the
+Table 1 presets for one budget and tabulate them beside the paper) and quality (tabulate
+evaluated checkpoints by budget and quality)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,25 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_quality(args) -> int:
+    from deepsynth.atomic import atomic_write_text
+    from deepsynth.evaluate.quality import quality_markdown, quality_row
+
+    rows = []
+    for spec in args.reports:
+        folder, _, label = spec.partition("=")
+        rows.append(quality_row(folder, label or None))
+    table = quality_markdown(rows)
+    print(table, end="")
+    if args.output:
+        atomic_write_text(Path(args.output), table)
+    if args.json:
+        import json
+
+        atomic_write_text(Path(args.json), json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
 def register(sub) -> None:
     """Add `evaluate` and `sweep` to the `deepsynth` sub-command parser."""
     p = sub.add_parser(
@@ -141,3 +161,18 @@ def register(sub) -> None:
     s.add_argument("-o", "--output", required=True, metavar="SWEEP_DIR", help="output folder")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress")
     s.set_defaults(func=cmd_sweep)
+
+    q = sub.add_parser(
+        "quality",
+        help="tabulate evaluated checkpoints: training budget, CE and note F1 beside the ceiling",
+        description="One markdown table from evaluation reports (`deepsynth evaluate -o DIR`): "
+        "per checkpoint the training budget read from its run folder (steps, samples seen, "
+        "minutes, device), best validation CE, teacher-forced CE on the report's split, onset "
+        "F1 of the generated excerpts beside the ground truth's (the ceiling) and the reference "
+        "path's, and the log-mel distance.",
+    )
+    q.add_argument("reports", nargs="+", metavar="REPORT_DIR[=LABEL]",
+                   help="report folders, each optionally with the label of its row")
+    q.add_argument("-o", "--output", metavar="FILE.md", help="also write the table here")
+    q.add_argument("--json", metavar="FILE.json", help="write the rows as JSON")
+    q.set_defaults(func=cmd_quality)
