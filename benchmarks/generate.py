@@ -48,7 +48,7 @@ def naive_rate(model: DeepSynth, batch: int, n: int) -> float:
     (the frame CNN is still run once per unique frame, as any sane baseline would)."""
     window = model.receptive_field + model.video_receptive_field
     feats_frames = torch.from_numpy(keyboard.render(np.zeros((1, 88), bool)))
-    index = torch.zeros(batch, window, dtype=torch.long)
+    index = torch.zeros(batch, window + model.lookahead, dtype=torch.long)
     audio = torch.full((batch, window), model.silence, dtype=torch.long)
     g = torch.Generator().manual_seed(0)
     start = time.perf_counter()

@@ -42,16 +42,18 @@ WINDOW = 20_000
 
 def make_batch(model: DeepSynth, frames: int, device: torch.device, seed: int = 0) -> DeviceBatch:
     rng = np.random.default_rng(seed)
-    context = max(model.receptive_field, model.video_receptive_field)
+    windows = model.item_windows()  # audio context; video before it and after the window
+    context = windows["context"]
     T = context + WINDOW
+    Tv = windows["video_context"] + T + windows["lookahead"]
     states = rng.random((frames, keyboard.N_KEYS)) < 0.08
     pictures = torch.from_numpy(keyboard.render(states))
     per_item = frames // BATCH
     rows = []
     for b in range(BATCH):  # each item shows its own per_item frames, changing at sorted times
-        cuts = np.sort(rng.choice(np.arange(1, T), per_item - 1, replace=False))
+        cuts = np.sort(rng.choice(np.arange(1, Tv), per_item - 1, replace=False))
         rows.append(np.repeat(np.arange(per_item) + b * per_item,
-                              np.diff(np.concatenate([[0], cuts, [T]]))))
+                              np.diff(np.concatenate([[0], cuts, [Tv]]))))
     index = torch.from_numpy(np.stack(rows).astype(np.int64))
     classes = torch.from_numpy(rng.integers(0, 256, (BATCH, T)).astype(np.int64))
     video = not model.cfg.no_video
