@@ -277,10 +277,14 @@ def test_variant_video_receptive_field_bounds_the_measured_one(kw):
 def test_extra_video_context_before_the_audio_is_read_not_scored():
     model = variant(keys=KEYS, encoder_hop=4, lookahead=2)
     V, T = model.video_context, 200
-    frames, index = keyboard_video(V + T + 2, {k: [(10 * k, 10 * k + 40)] for k in range(30, 50)})
+    frames, index = keyboard_video(V + T + 2, {k: [(9 * k - 250, 9 * k - 200)]
+                                               for k in range(30, 50)})
     audio = torch.randint(0, 256, (1, T), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits = model(frames, index, audio)
         assert logits.shape == (1, 256, T)
+        still = index.clone()
+        still[:, :] = index[:, :1]  # no key pressed anywhere: the conditioning is a constant
+        assert model(frames, still, audio).shape == (1, 256, T)
         with pytest.raises(ValueError, match="lookahead"):
             model(frames, index[:, : T + 1], audio)

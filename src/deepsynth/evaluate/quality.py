@@ -23,7 +23,8 @@ def _load_report(folder: Path) -> dict:
     try:
         report = json.loads(path.read_text())
     except FileNotFoundError:
-        raise DeepSynthError(f"{path}: no such report (run `deepsynth evaluate -o DIR` first)")
+        raise DeepSynthError(
+            f"{path}: no such report (run `deepsynth evaluate -o DIR` first)") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise DeepSynthError(f"{path}: not a DeepSynth evaluation report (bad JSON)") from None
     if report.get("format") != "deepsynth-evaluation":

@@ -93,12 +93,16 @@ class KeyFeatures(nn.Module):
         return ((mean - self.up) / (self.down - self.up)).clamp(0.0, 1.0)
 
     @torch.no_grad()
-    def features(self, levels: Tensor, frame_index: Tensor, skip: int = 0) -> Tensor:
-        """Per-frame key levels (N, 88) + frame_index (B, T) -> features (B, n_features,
-        T - skip) of the samples after the first `skip` (those are read for presses only)."""
+    def active_features(self, levels: Tensor, frame_index: Tensor,
+                        skip: int = 0) -> tuple[Tensor, Tensor]:
+        """Per-frame key levels (N, 88) + frame_index (B, T) -> (features, columns): the
+        features (B, len(columns), T - skip) of the samples after the first `skip` (those are
+        read for presses only), for the feature columns that can be nonzero: keys that are
+        never down in the batch have all-zero features and are left out (most of the 88)."""
         cfg = self.cfg
-        B, T = frame_index.shape
-        level = levels.float().t()[:, frame_index].transpose(0, 1)  # (B, 88, T), contiguous in T
+        T = frame_index.shape[1]
+        keys = torch.nonzero(levels.amax(dim=0) > 0).flatten()  # keys down in some frame
+        level = levels.float()[:, keys].t()[:, frame_index].transpose(0, 1)  # (B, K, T)
         down = level > 0.5
         pressed = down.clone()
         pressed[:, :, 1:] &= ~down[:, :, :-1]  # down now, up one sample before
@@ -111,17 +115,33 @@ class KeyFeatures(nn.Module):
         fresh = age < cfg.window
         parts = [level]
         parts += [torch.exp(-age / tau).masked_fill_(~fresh, 0.0) for tau in self.taus]
+        columns = [keys + i * keyboard.N_KEYS for i in range(1 + len(self.taus))]
         if cfg.harmonics:
             env = torch.exp(-age / self.osc_tau).masked_fill_(~fresh, 0.0).mul_(level)
-            groups = self.group_matrix.t()  # (G, 88)
+            groups = self.group_matrix[keys].t()  # (G, K)
+            first = keyboard.N_KEYS * (1 + len(self.taus))
             for h in range(cfg.harmonics):
-                phase = age * self.omega[h][:, None]
-                gate = env * self.audible[h][:, None]
+                phase = age * self.omega[h, keys][:, None]
+                gate = env * self.audible[h, keys][:, None]
                 parts.append(groups @ (torch.sin(phase) * gate))
                 parts.append(groups @ (torch.cos(phase) * gate))
-        return torch.cat(parts, dim=1)
+                for _ in range(2):
+                    columns.append(torch.arange(cfg.groups, device=keys.device) + first)
+                    first += cfg.groups
+        return torch.cat(parts, dim=1), torch.cat(columns)
+
+    def features(self, levels: Tensor, frame_index: Tensor, skip: int = 0) -> Tensor:
+        """All features (B, n_features, T - skip), zeros included (see `active_features`)."""
+        feats, columns = self.active_features(levels, frame_index, skip)
+        out = feats.new_zeros(feats.shape[0], self.n_features, feats.shape[2])
+        out[:, columns] = feats
+        return out
 
     def forward(self, levels: Tensor, frame_index: Tensor, skip: int = 0) -> Tensor:
         """Conditioning (B, C, T - skip) for the samples of frame_index after the first `skip`."""
-        feats = self.features(levels, frame_index, skip).to(self.proj.weight.dtype)
-        return F.conv1d(feats, self.proj.weight[:, :, None], self.proj.bias)
+        feats, columns = self.active_features(levels, frame_index, skip)
+        if len(columns) == 0:  # no key down anywhere: the bias alone
+            B, T = feats.shape[0], feats.shape[2]
+            return self.proj.bias[None, :, None].expand(B, -1, T)
+        weight = self.proj.weight[:, columns, None]
+        return F.conv1d(feats.to(weight.dtype), weight, self.proj.bias)
