@@ -45,7 +45,7 @@ def random_video(n_frames: int, n_samples: int, seed: int = 0) -> VideoSource:
     )
 
 
-@pytest.mark.parametrize("name", ["tiny", "small-paper", "small", "small-osc", "paper-15x128"])
+@pytest.mark.parametrize("name", ["tiny", "small-paper", "small", "small-traces", "paper-15x128"])
 def test_cached_step_logits_equal_parallel_forward(name):
     m = model(name)
     T = 3 * m.receptive_field + 100  # over three receptive fields
@@ -67,7 +67,7 @@ def test_cached_step_exact_for_big_presets(name):
     test_cached_step_logits_equal_parallel_forward(name)
 
 
-@pytest.mark.parametrize("name", ["small-paper", "small", "small-osc"])
+@pytest.mark.parametrize("name", ["small-paper", "small", "small-traces"])
 def test_chunked_conditioning_equals_encoder_over_the_whole_piece(name):
     m = model(name)
     T = 12_000  # about three conditioning contexts of the variants

@@ -129,7 +129,7 @@ def test_step_equals_forward_for_the_whole_model():
 def test_presets_match_table_1():
     standins = {name for name in PRESETS if name.startswith("cpu-")}
     assert len(standins) == len(TABLE_1)  # one CPU stand-in per Table 1 row
-    small = {"small", "small-paper", "small-osc"}
+    small = {"small", "small-paper", "small-traces"}
     assert set(PRESETS) == set(TABLE_1) | small | {"tiny"} | standins
     for name, (layers, channels, l2) in TABLE_1.items():
         p = get_preset(name)
@@ -147,7 +147,7 @@ def test_unknown_preset_lists_valid_names():
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_builds_and_runs(name):
     cfg = get_preset(name).model
-    real = name in ("tiny", "small", "small-osc", "paper-15x128")
+    real = name in ("tiny", "small", "small-traces", "paper-15x128")
     device = "cpu" if real else "meta"  # the big ones: shapes only
     with torch.device(device):
         model = DeepSynth(cfg)

@@ -76,18 +76,19 @@ PRESETS: dict[str, Preset] = {
         "130 ms), encoder 8x32 at audio rate, CNN on 3x3-averaged frames; 0.27 M parameters",
     ),
     "small": Preset(
-        dataclasses.replace(SMALL_PAPER, encoder_hop=16, lookahead=15, keys=SMALL_KEYS),
-        1e-4,
-        "CPU model: small-paper's decoder and CNN; the encoder runs every 16 samples (4 ms, "
-        "reaching 1 s back) and sees 15 samples ahead; plus per-key press features read "
-        "through the key map (traces of 20 and 200 ms over a 0.5 s window)",
-    ),
-    "small-osc": Preset(
         dataclasses.replace(SMALL_PAPER, encoder_hop=16, lookahead=15,
                             keys=dataclasses.replace(SMALL_KEYS, harmonics=3)),
         1e-4,
-        "small plus sinusoids at each pressed key's pitch and 2 harmonics, phase-locked to "
-        "the press, summed over 8 registers",
+        "CPU model (the shipped one): small-paper's decoder and CNN; the encoder runs every 16 "
+        "samples (4 ms, reaching 1 s back) and sees 15 samples ahead; plus per-key features "
+        "read through the key map: press traces (20 and 200 ms over a 0.5 s window) and "
+        "sinusoids at each pressed key's pitch and 2 harmonics, phase-locked to the press, "
+        "summed over 8 registers",
+    ),
+    "small-traces": Preset(
+        dataclasses.replace(SMALL_PAPER, encoder_hop=16, lookahead=15, keys=SMALL_KEYS),
+        1e-4,
+        "small without the sinusoids: press traces only",
     ),
     **{
         name: _cpu_standin(layers, channels, l2, paper)
