@@ -1,3 +1,4 @@
+import dataclasses
 import wave
 
 import numpy as np
@@ -18,13 +19,16 @@ from deepsynth.model.presets import get_preset
 from deepsynth.sim import keyboard
 
 
-def model(name: str, seed: int = 0) -> DeepSynth:
-    torch.manual_seed(seed)
-    m = DeepSynth(get_preset(name).model).eval()
+def scaled(m: DeepSynth) -> DeepSynth:
     with torch.no_grad():  # larger random weights than the init, so differences would show
         for p in m.parameters():
             p.mul_(1.5)
     return m
+
+
+def model(name: str, seed: int = 0) -> DeepSynth:
+    torch.manual_seed(seed)
+    return scaled(DeepSynth(get_preset(name).model).eval())
 
 
 def random_video(n_frames: int, n_samples: int, seed: int = 0) -> VideoSource:
@@ -67,22 +71,43 @@ def test_cached_step_exact_for_big_presets(name):
     test_cached_step_logits_equal_parallel_forward(name)
 
 
-@pytest.mark.parametrize("name", ["small-paper", "small", "small-traces"])
-def test_chunked_conditioning_equals_encoder_over_the_whole_piece(name):
-    m = model(name)
+LONG_WINDOW = dataclasses.replace(  # the key window, not the encoder, sets the context
+    get_preset("small").model,
+    keys=dataclasses.replace(get_preset("small").model.keys, window=5000))
+
+
+@pytest.mark.parametrize("name", ["small-paper", "small", "small-traces", LONG_WINDOW])
+def test_chunked_conditioning_equals_the_conditioning_of_the_whole_piece(name):
+    m = model(name) if isinstance(name, str) else scaled(DeepSynth(name).eval())
     T = 12_000  # about three conditioning contexts of the variants
     src = random_video(60, T)
     feats = frame_features(m, src)
+    cond = Conditioner(m, [feats])  # its features end with the empty keyboard's row
+    # the whole piece, after enough empty keyboard (a whole number of encoder blocks)
+    hop = m.cfg.encoder_hop
+    pre = m.condition_context + (-m.condition_context) % hop
+    index = np.concatenate([np.full(pre, len(feats)), src.frame_index(0, T + m.lookahead)])
     with torch.no_grad():
-        index = torch.from_numpy(src.frame_index(0, T + m.lookahead))[None]
-        full = m.condition_from_features(feats, index, T)[0]
-    cond = Conditioner(m, [feats])
+        full = m.condition_from_features(cond.features[0], torch.from_numpy(index)[None],
+                                         pre + T)[0, :, pre:]
     for start, n in [(0, 300), (1003, 700), (5000, 1000), (10_999, 1001)]:
         chunk = cond.chunk([src], [start], n)[0]  # (n, L, 2R)
         for layer, block in enumerate(m.decoder.stack.blocks):
             w = block.cond.weight[:, :, 0].detach()
             want = torch.einsum("oc,cn->no", w, full[:, start : start + n])
             np.testing.assert_allclose(chunk[:, layer], want.numpy(), atol=1e-5)
+
+
+def test_a_key_down_at_the_first_sample_is_a_press():
+    m = model("small")
+    states = np.zeros((2, 88), dtype=bool)
+    states[0, 40] = True  # down from sample 0 to 2000
+    src = VideoSource(None, "test", np.array([0, 2000]), 4000, 4000,
+                      lambda: iter([keyboard.render(states)]))
+    cond = Conditioner(m, [frame_features(m, src)])
+    levels = cond.features[0][:, -88:]
+    keys = m.keys.features(levels, torch.tensor([[2, 2, 0, 0, 0]]))[0]  # 2: the empty row
+    assert keys[88 + 40, 2] == 1.0  # the press trace starts at the first sample of the piece
 
 
 def test_same_seed_same_audio_whatever_the_chunk_or_batch():

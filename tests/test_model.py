@@ -249,7 +249,7 @@ def test_oscillators_follow_the_key_pitch():
                                 {"keys": KEYS, "encoder_hop": 4, "lookahead": 3}])
 def test_variants_are_causal_up_to_their_lookahead(kw):
     model = variant(**kw)
-    L, T, t0 = model.lookahead, 300, 150
+    L, T, t0 = model.lookahead, 300, 151  # t0 + 1 starts an encoder block
     frames, index = keyboard_video(T + L, {k: [(20 * k, 20 * k + 50)] for k in range(30, 44)})
     audio = torch.randint(0, 256, (1, T), generator=torch.Generator().manual_seed(0))
     noise = torch.randint(0, 256, (1, 57, 780), generator=torch.Generator().manual_seed(1))
@@ -259,19 +259,20 @@ def test_variants_are_causal_up_to_their_lookahead(kw):
         later = index.clone()
         later[:, t0 + 1 :] = len(frames) - 1  # the video changes after sample t0
         v = model(frames, later, audio)
-    # logits at t see the video up to t + lookahead only
+    # logits at t see the video up to t + lookahead only, and do see it
     assert torch.equal(v[:, :, : t0 + 1 - L], base[:, :, : t0 + 1 - L])
-    assert not torch.allclose(v[:, :, t0 + 1 - L :], base[:, :, t0 + 1 - L :])
+    assert not torch.allclose(v[:, :, t0 + 1 - L], base[:, :, t0 + 1 - L])
 
 
-@pytest.mark.parametrize("kw", [{"encoder_hop": 4}, {"keys": KEYS, "encoder_hop": 8}])
-def test_variant_video_receptive_field_bounds_the_measured_one(kw):
+@pytest.mark.parametrize("kw", [{"encoder_hop": 4}, {"encoder_hop": 8, "lookahead": 3},
+                                {"keys": KEYS, "encoder_hop": 8}])
+def test_variant_video_receptive_field_by_gradient(kw):
     model = variant(**kw).double()
     audio_rf, video_rf = measure_receptive_field(model)
     assert audio_rf == model.receptive_field
     hop = model.cfg.encoder_hop
     learned = model.encoder.receptive_field * hop - 1 + model.decoder.cond_receptive_field
-    assert learned - hop < video_rf <= learned <= model.video_receptive_field
+    assert video_rf == learned <= model.video_receptive_field
 
 
 def test_extra_video_context_before_the_audio_is_read_not_scored():
@@ -283,6 +284,12 @@ def test_extra_video_context_before_the_audio_is_read_not_scored():
     with torch.no_grad():
         logits = model(frames, index, audio)
         assert logits.shape == (1, 256, T)
+        # the first V columns are read as video only: the same conditioning as over V + T
+        assert torch.equal(model.condition(frames, index, T),
+                           model.condition(frames, index, V + T)[:, :, V:])
+        changed = index.clone()
+        changed[:, :V] = len(frames) - 1  # other video before the audio changes the logits
+        assert not torch.allclose(model(frames, changed, audio)[:, :, 0], logits[:, :, 0])
         still = index.clone()
         still[:, :] = index[:, :1]  # no key pressed anywhere: the conditioning is a constant
         assert model(frames, still, audio).shape == (1, 256, T)

@@ -190,6 +190,21 @@ def test_conditioning_variant_trains_and_its_checkpoint_generates(store, tmp_pat
     assert len(audio) == changes.n_samples
 
 
+def test_resume_refuses_a_preset_changed_since(store, tmp_path, monkeypatch):
+    import dataclasses
+
+    from deepsynth.model.presets import PRESETS, Preset
+
+    out = tmp_path / "changed"
+    train(store, out, "tiny", RECIPE, RunOptions(max_steps=1, **QUIET))
+    tiny = get_preset("tiny")
+    # the same weights fit, but the conditioning would differ: refused, not resumed silently
+    monkeypatch.setitem(PRESETS, "tiny", Preset(dataclasses.replace(tiny.model, encoder_hop=2),
+                                                tiny.l2, tiny.description))
+    with pytest.raises(DeepSynthError, match="differs from preset"):
+        train(store, out, None, {}, RunOptions(max_steps=2, resume="always", **QUIET))
+
+
 def test_bad_settings_are_one_line_errors(store, tmp_path):
     with pytest.raises(DeepSynthError, match="bf16"):
         train(store, tmp_path / "a", "tiny", dict(RECIPE, precision="bf16"),

@@ -35,7 +35,7 @@ class Excerpt:
     sample_rate: int
     truth: np.ndarray  # int16 (length,): the ground-truth audio
     changes: KeyChanges  # key states over the excerpt (sample 0 = the excerpt's first)
-    context: KeyChanges  # key states over [context_start, start + length), for generation
+    context: KeyChanges  # key states over [context_start, start + length + lookahead)
     context_start: int  # first song sample of `context` (start minus the video context)
 
     @property

@@ -41,7 +41,10 @@ def _run_budget(checkpoint: Path, step: int | None) -> dict:
     config_path, metrics_path = run / "config.json", run / "metrics.csv"
     if not (config_path.exists() and metrics_path.exists()):
         return {}
-    config = json.loads(config_path.read_text())
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DeepSynthError(f"{config_path}: not a run's config.json (bad JSON)") from None
     rows = read_metrics(metrics_path)
     upto = [r for r in rows if step is None or r["step"] <= step]
     if not upto:
@@ -55,7 +58,7 @@ def _run_budget(checkpoint: Path, step: int | None) -> dict:
         window = int(round(seconds * int(manifest["sample_rate"])))
     except (DeepSynthError, KeyError, OSError):
         window = None  # the store is gone: samples seen unknown
-    steps = int(upto[-1]["step"])
+    steps = int(step) if step is not None else int(upto[-1]["step"])
     world = int(config.get("world_size", 1))
     samples = steps * int(train.get("batch_size", 3)) * world * window if window else None
     return {"run": str(run), "device": config.get("device"), "steps": steps,

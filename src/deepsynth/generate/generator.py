@@ -1,8 +1,9 @@
 """Autoregressive generation with an explicit cache, batched, in chunks.
 
 For each chunk of samples: the frame features (the CNN ran once per unique frame, up front) are
-held at audio rate, the video encoder runs in parallel over the chunk plus one encoder receptive
-field of real left context (so the result equals the encoder over the whole piece), each decoder
+held at audio rate, the conditioning (video encoder, key features) runs in parallel over the
+chunk plus the `condition_context` samples of video it reads before it (the empty keyboard
+before the piece), so the result equals the conditioning over the whole piece; each decoder
 layer's conditioning projection is taken for the chunk, and then the fused decoder steps through
 the chunk sample by sample. Memory is bounded by the chunk, not the piece.
 
@@ -23,6 +24,7 @@ from deepsynth.audio import float_to_int16, mu_law_decode
 from deepsynth.generate.fused import FusedDecoderState, pack_decoder
 from deepsynth.generate.sources import VideoSource
 from deepsynth.model.deepsynth import DeepSynth
+from deepsynth.sim import keyboard
 
 COND_BUDGET_BYTES = 64 << 20  # per chunk, for the per-layer conditioning of the whole batch
 
@@ -36,14 +38,23 @@ class Window:
 
 
 class Conditioner:
-    """Per-layer decoder conditioning for chunks of one or more sources (numpy float32)."""
+    """Per-layer decoder conditioning for chunks of one or more sources (numpy float32).
+
+    Before its first sample a piece shows the empty keyboard (as training items do), so the
+    conditioning near the start sees `condition_context` samples of it: a key down at sample 0
+    is a press there too."""
 
     def __init__(self, model: DeepSynth, features: Sequence[torch.Tensor | None]) -> None:
         self.model = model
-        self.features = features
         enc = model.encoder
         self.context = model.condition_context
         self.hop = model.cfg.encoder_hop
+        if enc is not None:  # one more row: the features of the empty keyboard
+            with torch.no_grad():
+                empty = model.frame_features(torch.from_numpy(
+                    keyboard.render(np.zeros((1, keyboard.N_KEYS), dtype=bool))))
+            features = [torch.cat([f, empty]) for f in features]
+        self.features = features
         blocks = model.decoder.stack.blocks
         # (L, 2R, C): each layer's 1x1 projection of the conditioning
         self.proj = None if enc is None else torch.stack([b.cond.weight[:, :, 0] for b in blocks])
@@ -57,9 +68,12 @@ class Conditioner:
             return None
         out = []
         for src, feats, start in zip(sources, self.features, starts, strict=True):
-            lo = max(start - self.context, 0)
+            lo = start - self.context
             lo -= lo % self.hop  # encoder blocks stay where they are over the whole piece
-            idx = torch.from_numpy(src.frame_index(lo, start + n + self.model.lookahead))
+            idx = src.frame_index(lo, start + n + self.model.lookahead)
+            if lo < 0:
+                idx[: -lo] = len(feats) - 1  # before the piece: the empty keyboard
+            idx = torch.from_numpy(idx)
             cond = self.model.condition_from_features(feats, idx[None], start + n - lo)
             cond = cond[0, :, start - lo :]  # (C, n)
             out.append(torch.einsum("loc,cn->nlo", self.proj, cond))

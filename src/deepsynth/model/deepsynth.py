@@ -87,8 +87,8 @@ class DeepSynth(nn.Module):
 
     @property
     def video_receptive_field(self) -> int:
-        """Samples of video before a prediction's own sample it depends on, plus one (0 without
-        video); the video after it (`lookahead`) is not counted."""
+        """Samples of video one prediction depends on (0 without video): the prediction for
+        sample t reads the video over [t + lookahead - video_receptive_field + 1, t + lookahead]."""
         if self.encoder is None:
             return 0
         return self.condition_context + self.decoder.cond_receptive_field

@@ -37,15 +37,17 @@ def _span(grad: torch.Tensor) -> int:
 def measure_receptive_field(model: DeepSynth, length: int | None = None) -> tuple[int, int]:
     """(audio, video) receptive fields in samples, by gradient: backpropagate from the logits at
     the last position to a float input standing in for the one-hot audio (resp. to per-sample
-    frame features: every sample shows a frame of its own) and measure how far back the nonzero
-    gradient reaches. Video is 0 without video; the lookahead is not counted, nor the key
-    features (read, not learned: no gradient reaches their input; see `condition_context`)."""
+    frame features: every sample shows a frame of its own) and count the video samples from the
+    earliest with a nonzero gradient to the last one the prediction sees (lookahead included).
+    Video is 0 without video. The key features are not measured (read, not learned: no
+    gradient reaches their input; see `condition_context`)."""
     gen = torch.Generator().manual_seed(0)
     p = next(model.parameters())
     kw = {"dtype": p.dtype, "device": p.device}
     hop = model.cfg.encoder_hop
     T = length or 2 * (model.receptive_field + model.video_receptive_field) + 16
-    T += -T % hop  # the last sample ends an encoder block: the farthest reach
+    # the farthest reach: the earliest conditioning the last prediction reads ends a hop block
+    T += (model.decoder.cond_receptive_field - 1 - T) % hop
     dec = model.decoder
     probe = torch.randn(dec.n_classes, generator=gen).to(**kw)
 
@@ -72,7 +74,7 @@ def measure_receptive_field(model: DeepSynth, length: int | None = None) -> tupl
     reached = torch.nonzero(feats.grad.abs().sum(dim=1) > 0).flatten()
     if reached.numel() == 0 or reached[0] == 0:
         raise RuntimeError("probe too short or no gradient reached the frame features")
-    return audio_rf, int(T - reached[0])
+    return audio_rf, int(T + model.lookahead - reached[0])  # counted back from T - 1 + L
 
 
 def thin_copy(cfg: ModelConfig, width: int = 16) -> ModelConfig:

@@ -101,7 +101,10 @@ class KeyFeatures(nn.Module):
         never down in the batch have all-zero features and are left out (most of the 88)."""
         cfg = self.cfg
         T = frame_index.shape[1]
-        keys = torch.nonzero(levels.amax(dim=0) > 0).flatten()  # keys down in some frame
+        if levels.is_meta:  # shapes only (memory estimates): every key
+            keys = torch.arange(keyboard.N_KEYS, device=levels.device)
+        else:
+            keys = torch.nonzero(levels.amax(dim=0) > 0).flatten()  # keys down in some frame
         level = levels.float()[:, keys].t()[:, frame_index].transpose(0, 1)  # (B, K, T)
         down = level > 0.5
         pressed = down.clone()
@@ -140,8 +143,9 @@ class KeyFeatures(nn.Module):
     def forward(self, levels: Tensor, frame_index: Tensor, skip: int = 0) -> Tensor:
         """Conditioning (B, C, T - skip) for the samples of frame_index after the first `skip`."""
         feats, columns = self.active_features(levels, frame_index, skip)
-        if len(columns) == 0:  # no key down anywhere: the bias alone
-            B, T = feats.shape[0], feats.shape[2]
-            return self.proj.bias[None, :, None].expand(B, -1, T)
+        if len(columns) == 0:  # no key down anywhere: the bias alone (the weight joins the
+            B, T = feats.shape[0], feats.shape[2]  # graph with zero gradient, for DDP)
+            unused = 0.0 * self.proj.weight.sum()
+            return (self.proj.bias + unused)[None, :, None].expand(B, -1, T)
         weight = self.proj.weight[:, columns, None]
         return F.conv1d(feats.to(weight.dtype), weight, self.proj.bias)

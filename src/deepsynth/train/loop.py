@@ -221,6 +221,9 @@ def _train(env: distributed.DistEnv, data: Path, out: Path, preset_name: str | N
     model_cfg = preset.model
     if cfg.no_video:
         model_cfg = dataclasses.replace(model_cfg, no_video=True)
+    if ckpt is not None and ckpt.model_config != model_cfg:
+        raise DeepSynthError(f"{last_path} holds a model that differs from preset "
+                             f"{preset_name!r} as defined now (was the preset changed?)")
 
     # --- model, optimizer, state
     seed_everything(cfg.seed)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from deepsynth.checkpoint import read_payload, save_checkpoint
+from deepsynth.config import ModelConfig, from_dict
 from deepsynth.errors import DeepSynthError
 from deepsynth.model.deepsynth import DeepSynth
 from deepsynth.train.config import TrainConfig
@@ -127,6 +128,11 @@ class TrainingCheckpoint:
     @property
     def model_state(self) -> dict[str, torch.Tensor]:
         return self.payload["model"]
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The model the checkpoint holds (its saved config)."""
+        return from_dict(ModelConfig, self.payload["config"])
 
     @property
     def optimizer_state(self) -> dict[str, Any]:
