@@ -103,17 +103,18 @@ def _cell(value, spec: str) -> str:
 
 def quality_markdown(rows: list[dict]) -> str:
     head = ("| variant | device | steps | samples seen | minutes | val CE | "
-            "{split} CE | onset F1 generated | ceiling (truth) | reference path | "
+            "{split} CE | temperature | onset F1 generated | ceiling (truth) | reference path | "
             "generated / ceiling | log-mel dB |")
     split = rows[0]["split"] if rows else "test"
-    lines = [head.format(split=split), "|" + "---|" * 12]
+    lines = [head.format(split=split), "|" + "---|" * 13]
     for r in rows:
         samples = r.get("samples_seen")
         lines.append("| " + " | ".join([
             f"`{r['label']}`", str(r.get("device") or "–"), _cell(r.get("steps"), "{:,}"),
             "–" if samples is None else f"{samples / 1e6:,.1f} M",
             _cell(r.get("minutes"), "{:.0f}"), _cell(r["val_ce"], "{:.3f}"),
-            _cell(r["test_ce"], "{:.3f}"), _cell(r["f1_generated"], "{:.3f}"),
+            _cell(r["test_ce"], "{:.3f}"), _cell(r["temperature"], "{:g}"),
+            _cell(r["f1_generated"], "{:.3f}"),
             _cell(r["f1_truth"], "{:.3f}"), _cell(r["f1_reference"], "{:.3f}"),
             _cell(r.get("f1_ratio"), "{:.2f}"), _cell(r["log_mel_db"], "{:.1f}"),
         ]) + " |")
