@@ -190,6 +190,19 @@ def test_conditioning_variant_trains_and_its_checkpoint_generates(store, tmp_pat
     assert len(audio) == changes.n_samples
 
 
+def test_resident_data_trains_as_the_loader_does(store, tmp_path):
+    runs = {}
+    for resident in (False, True):
+        out = tmp_path / f"resident-{resident}"
+        train(store, out, "tiny", RECIPE, RunOptions(max_steps=5, resident_data=resident,
+                                                     **QUIET))
+        runs[resident] = metrics(out)
+    for a, b in zip(runs[False], runs[True], strict=True):
+        assert a["step"] == b["step"]
+        assert a["train_ce"] == pytest.approx(b["train_ce"], rel=1e-5)
+    assert any(r["val_ce"] is not None for r in runs[True])
+
+
 def test_resume_refuses_a_preset_changed_since(store, tmp_path, monkeypatch):
     import dataclasses
 

@@ -31,7 +31,7 @@ def cmd_train(args) -> int:
             device=args.device, resume=resume, max_steps=args.max_steps,
             max_minutes=args.max_minutes, checkpoint_every=args.checkpoint_every,
             checkpoint_minutes=args.checkpoint_minutes, shard_mb=args.shard_mb,
-            workers=args.workers, threads=args.threads, tensorboard=not args.no_tensorboard,
+            workers=args.workers, resident_data=args.resident_data, threads=args.threads, tensorboard=not args.no_tensorboard,
             progress=not args.quiet,
         )
     except ValueError as e:
@@ -107,6 +107,9 @@ def register(sub) -> None:
                           "parts beside an index file (default 16; 0: one file)")
     run.add_argument("--workers", type=int, metavar="N",
                      help="data loader processes (default: 0 on CPU, 4 on CUDA)")
+    run.add_argument("--resident-data", action=argparse.BooleanOptionalAction, default=None,
+                     help="hold the training split on the device and cut batches there (no "
+                          "loader processes; default: on with CUDA, off on the CPU)")
     run.add_argument("--threads", type=_positive_int, metavar="N",
                      help="torch CPU threads (default: torch's choice)")
     run.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard events")

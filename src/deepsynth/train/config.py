@@ -109,6 +109,7 @@ class RunOptions:
     checkpoint_minutes: float = 10.0  # .. and every M minutes (0: off); also after validation
     shard_mb: float = 16.0  # no checkpoint file larger than this (0: one file whatever its size)
     workers: int | None = None  # DataLoader worker processes; None: 0 on CPU, 4 on CUDA
+    resident_data: bool | None = None  # training split held on the device; None: on CUDA only
     threads: int | None = None  # torch CPU threads; None: torch's default
     tensorboard: bool = True
     progress: bool = True  # the tqdm bar on stderr (validation lines are printed either way)

@@ -304,6 +304,14 @@ def _train(env: distributed.DistEnv, data: Path, out: Path, preset_name: str | N
             progress.write(f"warning: resumed with {env.world} processes instead of "
                            f"{state.world}: the run goes on, but no longer exactly as before")
         state.world = env.world
+    resident = None
+    if options.resident_data if options.resident_data is not None else cuda:
+        from deepsynth.train.resident import ResidentSegments
+
+        resident = ResidentSegments(ds.train, device, video)
+        if env.is_main:
+            progress.write(f"training split resident on {device}: "
+                           f"{resident.nbytes / 2**20:,.0f} MiB")
     window = _Window(device, state.window)
     samples_per_step = cfg.batch_size * (ds.train.window) * env.world
     extra = {"data": str(data), "data_manifest_sha256": manifest_sha256(data),
@@ -340,8 +348,12 @@ def _train(env: distributed.DistEnv, data: Path, out: Path, preset_name: str | N
             batches = tdata.epoch_batches(len(ds.train), cfg.batch_size, cfg.seed, state.epoch,
                                           env.rank, env.world)[state.batch_in_epoch:]
             stop = None
-            for raw in tdata.loader(ds.train, batches, workers, cuda):
-                batch = tdata.to_device(raw, device, video)
+            if resident is not None:
+                stream = (resident.batch(b) for b in batches)
+            else:
+                stream = (tdata.to_device(raw, device, video)
+                          for raw in tdata.loader(ds.train, batches, workers, cuda))
+            for batch in stream:
                 lr = lr_at(state.step, cfg)
                 set_lr(optimizer, lr)
                 r = train_step(forward, batch, optimizer, params, decayed, cfg.l2,
