@@ -31,7 +31,8 @@ def cmd_train(args) -> int:
             device=args.device, resume=resume, max_steps=args.max_steps,
             max_minutes=args.max_minutes, checkpoint_every=args.checkpoint_every,
             checkpoint_minutes=args.checkpoint_minutes, shard_mb=args.shard_mb,
-            workers=args.workers, resident_data=args.resident_data, threads=args.threads, tensorboard=not args.no_tensorboard,
+            workers=args.workers, resident_data=args.resident_data, threads=args.threads,
+            tensorboard=not args.no_tensorboard,
             progress=not args.quiet,
         )
     except ValueError as e:

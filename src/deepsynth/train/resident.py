@@ -124,6 +124,8 @@ class ResidentSegments:
         local = shown - torch.from_numpy(first_row - pre).to(dev)[:, None]
         local = torch.where(vpos >= 0, local, 0)
         table = torch.from_numpy(np.concatenate(maps)).to(dev)
-        frame_index = table[local + torch.from_numpy(np.array(offsets, np.int64)).to(dev)[:, None]]
-        frames = render_frames_torch(self.states[torch.from_numpy(np.concatenate(pictures)).to(dev)])
+        item_offset = torch.from_numpy(np.array(offsets, np.int64)).to(dev)[:, None]
+        frame_index = table[local + item_offset]
+        picture_rows = torch.from_numpy(np.concatenate(pictures)).to(dev)
+        frames = render_frames_torch(self.states[picture_rows])
         return DeviceBatch(frames, frame_index, classes, context)
