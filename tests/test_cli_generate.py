@@ -100,3 +100,18 @@ def test_demo_end_to_end_with_a_checkpoint(tmp_path, ckpt):
     assert "x real time" in r.stdout and "transcription" in r.stdout
     with av.open(str(tmp_path / "demo" / "demo.mp4")) as c:
         assert [s.type for s in c.streams] == ["video", "audio"]
+
+
+def test_the_checkpoint_recommends_a_temperature_and_the_user_overrides_it(tmp_path, ckpt, song):
+    r = run("export", ckpt, "-o", tmp_path / "cool.pt", "--temperature", "0.5")
+    assert r.returncode == 0, r.stderr
+    for name, extra in [("cool.wav", []), ("same.wav", ["--temperature", "0.5"]),
+                        ("hot.wav", ["--temperature", "1"])]:
+        r = run("synthesize", song, "-o", tmp_path / name, "--checkpoint", tmp_path / "cool.pt",
+                *extra)
+        assert r.returncode == 0, r.stderr
+    cool, _ = read_wav(tmp_path / "cool.wav")
+    assert np.array_equal(cool, read_wav(tmp_path / "same.wav")[0])
+    assert not np.array_equal(cool, read_wav(tmp_path / "hot.wav")[0])
+    bad = run("export", ckpt, "-o", tmp_path / "bad.pt", "--temperature", "-1")
+    assert bad.returncode == 2 and not (tmp_path / "bad.pt").exists()

@@ -11,7 +11,7 @@ import sys
 import time
 
 from deepsynth.cli.common import output_dir, warn
-from deepsynth.cli.generate import default_checkpoint, load_model
+from deepsynth.cli.generate import default_checkpoint, load_model, sampling_temperature
 
 
 def cmd_demo(args) -> int:
@@ -44,6 +44,7 @@ def cmd_demo(args) -> int:
         warn(f"no trained checkpoint shipped at {default_checkpoint()}: nothing to generate")
         return 0
     model, payload, ckpt = load_model(checkpoint)
+    args.temperature = sampling_temperature(args.temperature, payload)
     from deepsynth.evaluate.plots import spectrogram_comparison_plot
     from deepsynth.evaluate.transcriber import missing_reason, transcription_f1
     from deepsynth.generate.generator import Window, generate
@@ -104,6 +105,8 @@ def register(sub) -> None:
                    help="output directory (default: demo)")
     p.add_argument("--checkpoint", metavar="PATH",
                    help="trained model (default: the checkpoint shipped with DeepSynth)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature (default: the one the checkpoint recommends, "
+                        "else 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_demo)

@@ -27,6 +27,15 @@ def load_model(checkpoint: str | None):
     return model, payload, path
 
 
+def sampling_temperature(requested: float | None, payload: dict) -> float:
+    """The temperature asked for, else the one recorded in the checkpoint at export, else 1."""
+    if requested is None:
+        requested = float((payload.get("extra") or {}).get("temperature", 1.0))
+    if requested < 0:
+        raise DeepSynthError(f"--temperature must be >= 0, got {requested}")
+    return requested
+
+
 def _targets(args, n_inputs: int) -> list[Path]:
     inputs = [Path(i) for i in args.inputs]
     if n_inputs == 1 and Path(args.output).suffix.lower() in OUT_SUFFIXES:
@@ -50,7 +59,7 @@ def cmd_synthesize(args) -> int:
     from deepsynth.generate.outputs import write_mp4
     from deepsynth.generate.sources import open_source
 
-    if args.temperature < 0:
+    if args.temperature is not None and args.temperature < 0:
         raise DeepSynthError(f"--temperature must be >= 0, got {args.temperature}")
     if args.device == "cuda":
         import torch
@@ -58,6 +67,7 @@ def cmd_synthesize(args) -> int:
         if not torch.cuda.is_available():
             raise DeepSynthError("--device cuda: no CUDA device is available here")
     model, payload, ckpt = load_model(args.checkpoint)
+    args.temperature = sampling_temperature(args.temperature, payload)
     sr = model.cfg.audio.sample_rate
     sources = [open_source(p, sample_rate=sr) for p in args.inputs]
     for s in sources:
@@ -157,8 +167,9 @@ def register(sub) -> None:
     p.add_argument(
         "--temperature",
         type=float,
-        default=1.0,
-        help="sampling temperature; 0 picks the most likely sample (default 1)",
+        default=None,
+        help="sampling temperature; 0 picks the most likely sample (default: the one the "
+        "checkpoint recommends, else 1)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from deepsynth.errors import DeepSynthError
+
 
 def cmd_info(args) -> int:
     from deepsynth.model.info import format_info_table, model_info
@@ -33,6 +35,10 @@ def cmd_export(args) -> int:
         from deepsynth.data.store import manifest_sha256
 
         more["data_manifest_sha256"] = manifest_sha256(args.data)
+    if args.temperature is not None:
+        if args.temperature < 0:
+            raise DeepSynthError(f"--temperature must be >= 0, got {args.temperature}")
+        more["temperature"] = args.temperature
     record = export_checkpoint(args.checkpoint, out, half=not args.fp32, extra=more)
     size = out.stat().st_size / 2**20
     val = record.get("val_ce")
@@ -56,6 +62,9 @@ def register(sub) -> None:
     p.add_argument("--data", metavar="DIR",
                    help="the store it was trained on, to record its manifest hash")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    p.add_argument("--temperature", type=float, metavar="T",
+                   help="the sampling temperature `synthesize` and `demo` use with this "
+                        "checkpoint unless told otherwise (measure it with `evaluate`)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
