@@ -49,7 +49,8 @@ def random_video(n_frames: int, n_samples: int, seed: int = 0) -> VideoSource:
     )
 
 
-@pytest.mark.parametrize("name", ["tiny", "small-paper", "small", "small-traces", "paper-15x128"])
+@pytest.mark.parametrize("name", ["tiny", "small-paper", "small", "small-traces", "small-keys",
+                                  "paper-15x128"])
 def test_cached_step_logits_equal_parallel_forward(name):
     m = model(name)
     T = 3 * m.receptive_field + 100  # over three receptive fields
@@ -76,7 +77,8 @@ LONG_WINDOW = dataclasses.replace(  # the key window, not the encoder, sets the 
     keys=dataclasses.replace(get_preset("small").model.keys, window=5000))
 
 
-@pytest.mark.parametrize("name", ["small-paper", "small", "small-traces", LONG_WINDOW])
+@pytest.mark.parametrize("name", ["small-paper", "small", "small-traces", "small-keys",
+                                  LONG_WINDOW])
 def test_chunked_conditioning_equals_the_conditioning_of_the_whole_piece(name):
     m = model(name) if isinstance(name, str) else scaled(DeepSynth(name).eval())
     T = 12_000  # about three conditioning contexts of the variants

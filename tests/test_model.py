@@ -129,7 +129,7 @@ def test_step_equals_forward_for_the_whole_model():
 def test_presets_match_table_1():
     standins = {name for name in PRESETS if name.startswith("cpu-")}
     assert len(standins) == len(TABLE_1)  # one CPU stand-in per Table 1 row
-    small = {"small", "small-paper", "small-traces"}
+    small = {"small", "small-paper", "small-traces", "small-keys"}
     assert set(PRESETS) == set(TABLE_1) | small | {"tiny"} | standins
     for name, (layers, channels, l2) in TABLE_1.items():
         p = get_preset(name)

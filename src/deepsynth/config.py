@@ -130,10 +130,13 @@ class ModelConfig:
     encoder_hop: int = 1  # the video encoder runs on every hop-th sample (1: audio rate, paper)
     lookahead: int = 0  # samples of future video the conditioning may see (0: causal, paper)
     keys: KeyFeatureConfig = KeyFeatureConfig()  # per-key features from the key map (off: paper)
+    learned_video: bool = True  # frame CNN + video encoder (paper); False: the key features alone
 
     def __post_init__(self) -> None:
         if self.encoder_hop < 1 or self.lookahead < 0:
             raise ValueError("encoder_hop must be >= 1 and lookahead >= 0")
+        if not self.learned_video and not self.keys.enabled:
+            raise ValueError("a model without the learned video path needs the key features")
 
     @property
     def n_classes(self) -> int:

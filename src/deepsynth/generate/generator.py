@@ -46,10 +46,10 @@ class Conditioner:
 
     def __init__(self, model: DeepSynth, features: Sequence[torch.Tensor | None]) -> None:
         self.model = model
-        enc = model.encoder
+        enc = model.conditioned
         self.context = model.condition_context
         self.hop = model.cfg.encoder_hop
-        if enc is not None:  # one more row: the features of the empty keyboard
+        if enc:  # one more row: the features of the empty keyboard
             with torch.no_grad():
                 empty = model.frame_features(torch.from_numpy(
                     keyboard.render(np.zeros((1, keyboard.N_KEYS), dtype=bool))))
@@ -57,7 +57,7 @@ class Conditioner:
         self.features = features
         blocks = model.decoder.stack.blocks
         # (L, 2R, C): each layer's 1x1 projection of the conditioning
-        self.proj = None if enc is None else torch.stack([b.cond.weight[:, :, 0] for b in blocks])
+        self.proj = torch.stack([b.cond.weight[:, :, 0] for b in blocks]) if enc else None
 
     @torch.no_grad()
     def chunk(
@@ -83,7 +83,7 @@ class Conditioner:
 @torch.no_grad()
 def frame_features(model: DeepSynth, source: VideoSource) -> torch.Tensor | None:
     """The CNN's features of every unique frame of `source` (None for a model without video)."""
-    if model.frame_cnn is None:
+    if not model.conditioned:
         return None
     parts = [
         model.frame_features(torch.from_numpy(np.ascontiguousarray(b)))
@@ -176,11 +176,11 @@ def score_incremental(
     model = model.eval().float().cpu()
     B, T = audio.shape
     state = FusedDecoderState(pack_decoder(model.decoder), B, model.silence)
-    feats = model.frame_features(frames) if model.frame_cnn is not None else None
+    feats = model.frame_features(frames) if model.conditioned else None
     proj = (
-        None
-        if model.encoder is None
-        else torch.stack([b.cond.weight[:, :, 0] for b in model.decoder.stack.blocks])
+        torch.stack([b.cond.weight[:, :, 0] for b in model.decoder.stack.blocks])
+        if model.conditioned
+        else None
     )
     cond_all = None if feats is None else model.condition_from_features(feats, frame_index, T)
     out = []

@@ -57,8 +57,9 @@ class DeepSynth(nn.Module):
         self.keys: KeyFeatures | None = None
         cond_channels = 0
         if not cfg.no_video:
-            self.frame_cnn = FrameCNN(cfg.cnn, cfg.frame_height, cfg.frame_width)
-            self.encoder = VideoEncoder(cfg.cnn.features, cfg.encoder, cfg.cond_channels)
+            if cfg.learned_video:
+                self.frame_cnn = FrameCNN(cfg.cnn, cfg.frame_height, cfg.frame_width)
+                self.encoder = VideoEncoder(cfg.cnn.features, cfg.encoder, cfg.cond_channels)
             cond_channels = cfg.cond_channels
             if cfg.keys.enabled:
                 self.keys = KeyFeatures(cfg.keys, cfg.audio.sample_rate, cfg.cond_channels,
@@ -74,22 +75,30 @@ class DeepSynth(nn.Module):
     @property
     def lookahead(self) -> int:
         """Samples of future video the conditioning at a sample sees (0: causal)."""
-        return 0 if self.encoder is None else int(self.cfg.lookahead)
+        return int(self.cfg.lookahead) if self.conditioned else 0
+
+    @property
+    def conditioned(self) -> bool:
+        """Whether the decoder is conditioned on the video (False for --no-video)."""
+        return not self.cfg.no_video
+
+    @property
+    def n_cnn_features(self) -> int:
+        return 0 if self.frame_cnn is None else self.cfg.cnn.features
 
     @property
     def condition_context(self) -> int:
         """Samples of past video (before sample t + lookahead) the conditioning at t reads."""
-        if self.encoder is None:
-            return 0
-        hop = self.cfg.encoder_hop
-        ctx = self.encoder.receptive_field * hop - 1
+        ctx = 0
+        if self.encoder is not None:
+            ctx = self.encoder.receptive_field * self.cfg.encoder_hop - 1
         return max(ctx, 0 if self.keys is None else self.keys.context)
 
     @property
     def video_receptive_field(self) -> int:
         """Samples of video one prediction depends on (0 without video): the prediction for
         sample t reads the video over [t + lookahead - video_receptive_field + 1, t + lookahead]."""
-        if self.encoder is None:
+        if not self.conditioned:
             return 0
         return self.condition_context + self.decoder.cond_receptive_field
 
@@ -109,18 +118,17 @@ class DeepSynth(nn.Module):
     @property
     def n_frame_features(self) -> int:
         """Width of `frame_features` rows: the CNN's features, then 88 key levels if used."""
-        if self.frame_cnn is None:
-            return 0
-        return self.cfg.cnn.features + (0 if self.keys is None else 88)
+        return self.n_cnn_features + (0 if self.keys is None else 88)
 
     def frame_features(self, frames: Tensor) -> Tensor | None:
         """Unique frames (N, H, W) uint8 -> features (N, F); None without video."""
-        if self.frame_cnn is None:
+        if not self.conditioned:
             return None
-        feats = self.frame_cnn(frames)
+        parts = [] if self.frame_cnn is None else [self.frame_cnn(frames)]
         if self.keys is not None:
-            feats = torch.cat([feats, self.keys.key_levels(frames).to(feats.dtype)], dim=1)
-        return feats
+            dtype = parts[0].dtype if parts else self.keys.proj.weight.dtype
+            parts.append(self.keys.key_levels(frames).to(dtype))
+        return torch.cat(parts, dim=1)
 
     def condition_from_features(self, features: Tensor, frame_index: Tensor,
                                 length: int) -> Tensor:
@@ -136,21 +144,24 @@ class DeepSynth(nn.Module):
             raise ValueError(f"frame_index has {frame_index.shape[1]} samples, fewer than the "
                              f"{length} to condition plus {self.lookahead} of lookahead")
         index = frame_index[:, self.lookahead :]  # column c: the video at sample c + lookahead
-        cnn = features[:, : self.cfg.cnn.features]
-        hop = self.cfg.encoder_hop
-        cond = self.encoder(hold(cnn, index[:, ::hop]))
-        if hop > 1:
-            cond = cond.repeat_interleave(hop, dim=2)[:, :, : index.shape[1]]
-        cond = cond[:, :, extra:]
+        cond = None
+        if self.encoder is not None:
+            cnn = features[:, : self.n_cnn_features]
+            hop = self.cfg.encoder_hop
+            cond = self.encoder(hold(cnn, index[:, ::hop]))
+            if hop > 1:
+                cond = cond.repeat_interleave(hop, dim=2)[:, :, : index.shape[1]]
+            cond = cond[:, :, extra:]
         if self.keys is not None:
-            cond = cond + self.keys(features[:, self.cfg.cnn.features :], index, extra)
+            keys = self.keys(features[:, self.n_cnn_features :], index, extra)
+            cond = keys if cond is None else cond + keys
         return cond
 
     def condition(self, frames: Tensor | None, frame_index: Tensor | None,
                   length: int | None = None) -> Tensor | None:
         """The decoder's local conditioning (B, C, length), or None for an unconditioned decoder.
         `length` defaults to frame_index's length less the lookahead (no extra context)."""
-        if self.encoder is None:
+        if not self.conditioned:
             return None
         if frames is None or frame_index is None:
             raise ValueError("this model reads video: pass frames and frame_index")
@@ -175,8 +186,9 @@ class DeepSynth(nn.Module):
         `feature` (B, F) the frame features shown at t (rows of `frame_features`, None without
         video) -> logits (B, K) for sample t. Updates `state` in place."""
         cond = None
-        if self.encoder is not None:
-            if self.cfg.encoder_hop != 1 or self.keys is not None or self.lookahead:
+        if self.conditioned:
+            if self.cfg.encoder_hop != 1 or self.keys is not None or self.lookahead or \
+                    self.encoder is None:
                 raise NotImplementedError(
                     "per-sample encoder steps exist for the paper's conditioning only; "
                     "deepsynth.generate computes the conditioning of any variant")

@@ -61,13 +61,15 @@ def measure_receptive_field(model: DeepSynth, length: int | None = None) -> tupl
         return feats.requires_grad_(requires_grad), index
 
     cond = None
-    if model.encoder is not None:
+    if model.conditioned:
         cond = model.condition_from_features(*features(), T).detach()
     audio = torch.randn(1, dec.n_classes, T, generator=gen).to(**kw).requires_grad_()
     last_logit(dec(audio, cond)).backward()
     audio_rf = _span(audio.grad)
-    if model.encoder is None:
+    if not model.conditioned:
         return audio_rf, 0
+    if model.encoder is None:  # key features only: read, not learned, nothing to measure
+        return audio_rf, model.video_receptive_field
     feats, index = features(requires_grad=True)
     classes = torch.randint(0, dec.n_classes, (1, T), generator=gen, device=p.device)
     last_logit(dec(classes, model.condition_from_features(feats, index, T))).backward()
@@ -105,6 +107,9 @@ def macs_per_sample(model: DeepSynth) -> dict[str, int]:
     prev = torch.zeros(1, dtype=torch.long, device=p.device)
     cond = feature = None
     out = {"encoder": 0, "cnn_per_frame": 0}
+    if model.conditioned and model.encoder is None:  # key features only
+        out["encoder"] = model.keys.n_features * model.cfg.cond_channels
+        cond = torch.zeros(1, model.cfg.cond_channels, device=p.device, dtype=p.dtype)
     if model.encoder is not None:
         feature = torch.zeros(1, model.cfg.cnn.features, device=p.device, dtype=p.dtype)
         out["encoder"] = _macs(model.encoder.step, feature, state.encoder)
@@ -150,7 +155,7 @@ def train_memory(model: DeepSynth, batch: int, length: int, frames: int) -> dict
     a = saved_activation_bytes(model, batch, t1, n1)
     per_sample = (saved_activation_bytes(model, batch, t2, n1) - a) / (t2 - t1)
     per_frame = 0.0
-    if model.frame_cnn is not None:
+    if model.conditioned:
         per_frame = saved_activation_bytes(model, batch, t1, n2) - a
     activations = a + per_sample * (length - t1) + per_frame * (frames - n1)
     weights = 4 * 4 * count_params(model)  # fp32 weights, grads, Adam m and v

@@ -85,6 +85,13 @@ PRESETS: dict[str, Preset] = {
         "sinusoids at each pressed key's pitch and 2 harmonics, phase-locked to the press, "
         "summed over 8 registers",
     ),
+    "small-keys": Preset(
+        dataclasses.replace(SMALL_PAPER, lookahead=15, learned_video=False,
+                            keys=dataclasses.replace(SMALL_KEYS, harmonics=3)),
+        1e-4,
+        "small without the learned video path (no frame CNN, no encoder): its key features "
+        "alone condition the decoder (cheaper steps on a CPU)",
+    ),
     "small-traces": Preset(
         dataclasses.replace(SMALL_PAPER, encoder_hop=16, lookahead=15, keys=SMALL_KEYS),
         1e-4,
