@@ -100,16 +100,26 @@ def test_chunked_conditioning_equals_the_conditioning_of_the_whole_piece(name):
             np.testing.assert_allclose(chunk[:, layer], want.numpy(), atol=1e-5)
 
 
-def test_a_key_down_at_the_first_sample_is_a_press():
+def test_a_piece_starts_from_the_empty_keyboard():
+    """A key down at sample 0 is a press, as in training items: the conditioning of a piece
+    that starts with the key down equals that of the same piece after some empty keyboard."""
     m = model("small")
     states = np.zeros((2, 88), dtype=bool)
     states[0, 40] = True  # down from sample 0 to 2000
-    src = VideoSource(None, "test", np.array([0, 2000]), 4000, 4000,
-                      lambda: iter([keyboard.render(states)]))
-    cond = Conditioner(m, [frame_features(m, src)])
-    levels = cond.features[0][:, -88:]
-    keys = m.keys.features(levels, torch.tensor([[2, 2, 0, 0, 0]]))[0]  # 2: the empty row
-    assert keys[88 + 40, 2] == 1.0  # the press trace starts at the first sample of the piece
+    empty = np.zeros((1, 88), dtype=bool)
+    delay = 2 * (m.condition_context + 1)  # the chunk then sees only real video before it
+    at_start = VideoSource(None, "test", np.array([0, 2000]), 4000, 4000,
+                           lambda: iter([keyboard.render(states)]))
+    later = VideoSource(None, "test", np.array([0, delay, delay + 2000]), delay + 4000, 4000,
+                        lambda: iter([keyboard.render(np.concatenate([empty, states]))]))
+    assert delay % m.cfg.encoder_hop == 0
+    a = Conditioner(m, [frame_features(m, at_start)]).chunk([at_start], [0], 3000)
+    b = Conditioner(m, [frame_features(m, later)]).chunk([later], [delay], 3000)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    # without the empty keyboard before it, the key would have no press to remember
+    levels = m.keys.key_levels(torch.from_numpy(keyboard.render(states)))
+    no_press = m.keys.features(levels, torch.zeros(1, 10, dtype=torch.long))[0]
+    assert no_press[88 + 40].abs().sum() == 0
 
 
 def test_same_seed_same_audio_whatever_the_chunk_or_batch():

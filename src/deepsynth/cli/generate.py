@@ -59,8 +59,6 @@ def cmd_synthesize(args) -> int:
     from deepsynth.generate.outputs import write_mp4
     from deepsynth.generate.sources import open_source
 
-    if args.temperature is not None and args.temperature < 0:
-        raise DeepSynthError(f"--temperature must be >= 0, got {args.temperature}")
     if args.device == "cuda":
         import torch
 

@@ -43,6 +43,35 @@ from deepsynth.errors import DeepSynthError
 from deepsynth.sim import keyboard
 
 
+def shown_rows(starts: np.ndarray, packed_states: np.ndarray, n_samples: int, vlo: int,
+               vhi: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """The key-change rows a song shows over its samples [vlo, vhi): the empty keyboard before
+    sample 0, its last state after its end. Returns (r0, packed, row_start): the song's first
+    row shown, the packed states of the rows shown (a zero row first if vlo < 0) and the first
+    column (sample - vlo) at which each is shown."""
+    v0 = max(vlo, 0)
+    last = min(vhi, n_samples) - 1
+    # row r is shown on [starts[r], starts[r + 1])
+    r0 = int(np.searchsorted(starts, v0, side="right")) - 1
+    r1 = int(np.searchsorted(starts, last, side="right")) - 1
+    packed = np.asarray(packed_states[r0 : r1 + 1])
+    row_start = np.maximum(np.asarray(starts[r0 : r1 + 1], dtype=np.int64), v0) - vlo
+    if v0 > vlo:
+        packed = np.concatenate([np.zeros((1, packed.shape[1]), np.uint8), packed])
+        row_start = np.concatenate([[0], row_start])
+    return r0, packed, row_start
+
+
+def distinct_pictures(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of packed key states -> (first row of each distinct picture, in order of first
+    appearance; the picture of every row)."""
+    _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse.reshape(-1)]
+
+
 def make_item(
     song: store.Song, start: int, window: int, context: int = 0, mu: int = 255,
     render_frames: bool = True, video_context: int = 0, lookahead: int = 0,
@@ -64,27 +93,10 @@ def make_item(
 
     # the video's samples: [vlo, vhi); before the song the empty keyboard, after it its last state
     vlo, vhi = lo - video_context, hi + lookahead
-    v0 = max(vlo, 0)
-    last = min(vhi, song.n_samples) - 1
-    # change rows shown during [v0, last]; row r is shown on [starts[r], starts[r + 1])
-    starts = song.starts
-    r0 = int(np.searchsorted(starts, v0, side="right")) - 1
-    r1 = int(np.searchsorted(starts, last, side="right")) - 1
-    packed = np.asarray(song.packed_states[r0 : r1 + 1])
-    row_start = np.maximum(np.asarray(starts[r0 : r1 + 1], dtype=np.int64), v0) - vlo
-    if v0 > vlo:
-        packed = np.concatenate([np.zeros((1, packed.shape[1]), np.uint8), packed])
-        row_start = np.concatenate([[0], row_start])
+    _, packed, row_start = shown_rows(song.starts, song.packed_states, song.n_samples, vlo, vhi)
     lengths = np.diff(np.append(row_start, vhi - vlo))
     row_of_sample = np.repeat(np.arange(len(packed)), lengths)
-
-    # distinct pictures, in order of first appearance
-    _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    frame_of_row = rank[inverse.reshape(-1)]
-    unique_rows = first[order]
+    unique_rows, frame_of_row = distinct_pictures(packed)
 
     states = store.unpack_states(packed[unique_rows])
     audio = audio16.astype(np.float32) / INT16_SCALE

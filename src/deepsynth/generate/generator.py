@@ -46,10 +46,10 @@ class Conditioner:
 
     def __init__(self, model: DeepSynth, features: Sequence[torch.Tensor | None]) -> None:
         self.model = model
-        enc = model.conditioned
+        conditioned = model.conditioned
         self.context = model.condition_context
         self.hop = model.cfg.encoder_hop
-        if enc:  # one more row: the features of the empty keyboard
+        if conditioned:  # one more row: the features of the empty keyboard
             with torch.no_grad():
                 empty = model.frame_features(torch.from_numpy(
                     keyboard.render(np.zeros((1, keyboard.N_KEYS), dtype=bool))))
@@ -57,7 +57,8 @@ class Conditioner:
         self.features = features
         blocks = model.decoder.stack.blocks
         # (L, 2R, C): each layer's 1x1 projection of the conditioning
-        self.proj = torch.stack([b.cond.weight[:, :, 0] for b in blocks]) if enc else None
+        self.proj = (torch.stack([b.cond.weight[:, :, 0] for b in blocks]) if conditioned
+                     else None)
 
     @torch.no_grad()
     def chunk(

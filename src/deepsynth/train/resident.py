@@ -20,7 +20,12 @@ import torch
 
 from deepsynth.audio import INT16_SCALE, mu_law_encode
 from deepsynth.data import store
-from deepsynth.data.dataset import SegmentDataset, render_frames_torch
+from deepsynth.data.dataset import (
+    SegmentDataset,
+    distinct_pictures,
+    render_frames_torch,
+    shown_rows,
+)
 from deepsynth.train.data import DeviceBatch
 
 
@@ -68,22 +73,19 @@ class ResidentSegments:
         parts = [self.audio, self.starts] + ([self.states] if self.states is not None else [])
         return sum(t.numel() * t.element_size() for t in parts)
 
-    def _rows(self, number: int, vlo: int, vhi: int) -> tuple[np.ndarray, np.ndarray]:
-        """Change rows shown over song samples [vlo, vhi) (end clamped to the song): the
-        global rows of its distinct pictures, and for each shown row (the empty keyboard first
-        if vlo < 0) the position of its picture among them."""
-        starts = self.host_starts[number]
-        v0 = max(vlo, 0)
-        last = min(vhi, int(self.n_samples[number])) - 1
-        r0 = int(np.searchsorted(starts, v0, side="right")) - 1
-        r1 = int(np.searchsorted(starts, last, side="right")) - 1
-        packed = np.asarray(self.host_packed[number][r0 : r1 + 1])
-        rows = np.arange(r0, r1 + 1) + self.row_base[number]
-        if vlo < 0:
-            packed = np.concatenate([np.zeros((1, packed.shape[1]), np.uint8), packed])
-            rows = np.concatenate([[self.empty_row], rows])
-        _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
-        return rows[first], inverse.reshape(-1)
+    def _rows(self, number: int, vlo: int, vhi: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Change rows song `number` shows over its samples [vlo, vhi): the global rows of its
+        distinct pictures, the picture of each row shown, and the global row the first column
+        would have counted from (one before the song's first shown row if it starts with the
+        empty keyboard)."""
+        r0, packed, _ = shown_rows(self.host_starts[number], self.host_packed[number],
+                                   int(self.n_samples[number]), vlo, vhi)
+        pad = int(vlo < 0)
+        rows = np.arange(len(packed)) + self.row_base[number] + r0 - pad
+        if pad:
+            rows[0] = self.empty_row
+        unique, picture_of_row = distinct_pictures(packed)
+        return rows[unique], picture_of_row, int(self.row_base[number] + r0 - pad)
 
     def batch(self, indices: list[int]) -> DeviceBatch:
         ds, dev = self.ds, self.device
@@ -103,11 +105,12 @@ class ResidentSegments:
             return DeviceBatch(None, None, classes, context)
         # video: the row shown at every column, then the item's picture of that row
         Tv = vctx + T + ahead
-        pictures, maps, offsets = [], [], []
+        pictures, maps, offsets, first_row = [], [], [], []
         n_pictures = n_rows = 0
         for (number, _), item_lo in zip(located, lo, strict=True):
-            unique_rows, picture_of_row = self._rows(number, int(item_lo) - vctx,
-                                                     int(item_lo) + T + ahead)
+            unique_rows, picture_of_row, first = self._rows(number, int(item_lo) - vctx,
+                                                            int(item_lo) + T + ahead)
+            first_row.append(first)
             pictures.append(unique_rows)
             maps.append(picture_of_row + n_pictures)
             offsets.append(n_rows)
@@ -117,11 +120,7 @@ class ResidentSegments:
         last = torch.from_numpy(self.n_samples[numbers] - 1).to(dev)[:, None]
         shown = torch.searchsorted(self.starts, base + torch.minimum(vpos, last), right=True) - 1
         # shown row -> position in the item's list of shown rows (the empty keyboard first)
-        first_row = np.array([self.row_base[n] + int(np.searchsorted(
-            self.host_starts[n], max(int(x) - vctx, 0), side="right")) - 1
-            for n, x in zip(numbers, lo, strict=True)], np.int64)
-        pre = (lo - vctx < 0).astype(np.int64)
-        local = shown - torch.from_numpy(first_row - pre).to(dev)[:, None]
+        local = shown - torch.tensor(first_row, dtype=torch.int64, device=dev)[:, None]
         local = torch.where(vpos >= 0, local, 0)
         table = torch.from_numpy(np.concatenate(maps)).to(dev)
         item_offset = torch.from_numpy(np.array(offsets, np.int64)).to(dev)[:, None]
