@@ -49,8 +49,8 @@ def random_video(n_frames: int, n_samples: int, seed: int = 0) -> VideoSource:
     )
 
 
-@pytest.mark.parametrize("name", ["tiny", "small-paper", "small", "small-traces", "small-keys",
-                                  "paper-15x128"])
+@pytest.mark.parametrize("name", ["tiny", "small-paper", "small", "small-video", "small-traces",
+                                  "small-keys", "paper-15x128"])
 def test_cached_step_logits_equal_parallel_forward(name):
     m = model(name)
     T = 3 * m.receptive_field + 100  # over three receptive fields
@@ -77,8 +77,8 @@ LONG_WINDOW = dataclasses.replace(  # the key window, not the encoder, sets the 
     keys=dataclasses.replace(get_preset("small").model.keys, window=5000))
 
 
-@pytest.mark.parametrize("name", ["small-paper", "small", "small-traces", "small-keys",
-                                  LONG_WINDOW])
+@pytest.mark.parametrize("name", ["small-paper", "small", "small-video", "small-traces",
+                                  "small-keys", LONG_WINDOW])
 def test_chunked_conditioning_equals_the_conditioning_of_the_whole_piece(name):
     m = model(name) if isinstance(name, str) else scaled(DeepSynth(name).eval())
     T = 12_000  # about three conditioning contexts of the variants
@@ -94,8 +94,7 @@ def test_chunked_conditioning_equals_the_conditioning_of_the_whole_piece(name):
                                          pre + T)[0, :, pre:]
     for start, n in [(0, 300), (1003, 700), (5000, 1000), (10_999, 1001)]:
         chunk = cond.chunk([src], [start], n)[0]  # (n, L, 2R)
-        for layer, block in enumerate(m.decoder.stack.blocks):
-            w = block.cond.weight[:, :, 0].detach()
+        for layer, w in enumerate(m.decoder.stack.cond_weights().detach()):
             want = torch.einsum("oc,cn->no", w, full[:, start : start + n])
             np.testing.assert_allclose(chunk[:, layer], want.numpy(), atol=1e-5)
 

@@ -129,7 +129,7 @@ def test_step_equals_forward_for_the_whole_model():
 def test_presets_match_table_1():
     standins = {name for name in PRESETS if name.startswith("cpu-")}
     assert len(standins) == len(TABLE_1)  # one CPU stand-in per Table 1 row
-    small = {"small", "small-paper", "small-traces", "small-keys"}
+    small = {"small", "small-video", "small-paper", "small-traces", "small-keys"}
     assert set(PRESETS) == set(TABLE_1) | small | {"tiny"} | standins
     for name, (layers, channels, l2) in TABLE_1.items():
         p = get_preset(name)
@@ -147,7 +147,7 @@ def test_unknown_preset_lists_valid_names():
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_builds_and_runs(name):
     cfg = get_preset(name).model
-    real = name in ("tiny", "small", "small-traces", "paper-15x128")
+    real = name in ("tiny", "small", "small-video", "small-traces", "paper-15x128")
     device = "cpu" if real else "meta"  # the big ones: shapes only
     with torch.device(device):
         model = DeepSynth(cfg)
@@ -243,6 +243,47 @@ def test_oscillators_follow_the_key_pitch():
     peak_hz = np.argmax(spectrum) * 4000 / len(sine)
     assert abs(peak_hz - 440) < 4000 / len(sine)
     assert feats[n_trace + group, :100].abs().sum() == 0  # silent before the press
+
+
+@pytest.mark.parametrize("skip", [0, 1, 70, 250])
+def test_key_features_press_by_press_equal_the_dense_computation(skip):
+    """`forward` computes only where a press is remembered; `_dense_forward` every key at every
+    sample: the same conditioning and the same gradient for the projection."""
+    torch.manual_seed(0)
+    keys = dataclasses.replace(KEYS, harmonics=3, groups=5)
+    model = DeepSynth(narrow(3, keys=keys, learned_video=False))
+    rng = np.random.default_rng(skip)
+    states = rng.random((30, 88)) < 0.15
+    states[:, 40] = np.arange(30) % 2 == 0  # struck again and again: spans cut by the next press
+    levels = model.keys.key_levels(torch.from_numpy(keyboard.render(states)))
+    T = 600
+    cuts = np.sort(rng.choice(np.arange(1, T), 29, replace=False))
+    row = np.repeat(np.arange(30), np.diff(np.concatenate([[0], cuts, [T]])))
+    index = torch.from_numpy(np.stack([row, row[::-1].copy(), np.zeros(T, np.int64)]))
+    grad_out = torch.randn(3, 8, T - skip, generator=torch.Generator().manual_seed(1))
+    out, grads = [], []
+    for fn in (model.keys.forward, model.keys._dense_forward):
+        model.zero_grad()
+        y = fn(levels, index, skip)
+        (y * grad_out).sum().backward()
+        out.append(y.detach())
+        grads.append(model.keys.proj.weight.grad.clone())
+    assert out[0].shape == (3, 8, T - skip)
+    assert (out[0] - out[1]).abs().max() < 1e-5 and out[1].std() > 0.1
+    assert (grads[0] - grads[1]).abs().max() < 1e-3 * grads[1].abs().max()
+
+
+def test_cond_layers_condition_the_first_blocks_only():
+    base = variant(keys=KEYS, learned_video=False)
+    first = variant(keys=KEYS, learned_video=False, cond_layers=1)
+    assert [b.cond is not None for b in first.decoder.stack.blocks] == [True, False, False]
+    assert first.video_receptive_field == base.video_receptive_field  # block 0 reaches all
+    audio_rf, video_rf = measure_receptive_field(first.double())
+    assert (audio_rf, video_rf) == measure_receptive_field(base.double())
+    weights = first.decoder.stack.cond_weights()
+    assert weights.shape == (3, 16, 8) and weights[1:].abs().sum() == 0
+    with pytest.raises(ValueError, match="cond_layers"):
+        narrow(3, cond_layers=4)
 
 
 @pytest.mark.parametrize("kw", [{"encoder_hop": 4}, {"lookahead": 5},

@@ -131,12 +131,18 @@ class ModelConfig:
     lookahead: int = 0  # samples of future video the conditioning may see (0: causal, paper)
     keys: KeyFeatureConfig = KeyFeatureConfig()  # per-key features from the key map (off: paper)
     learned_video: bool = True  # frame CNN + video encoder (paper); False: the key features alone
+    # decoder blocks that read the conditioning, counted from the first (0: every block, the
+    # paper); the first block's reaches the rest through the residual path
+    cond_layers: int = 0
 
     def __post_init__(self) -> None:
         if self.encoder_hop < 1 or self.lookahead < 0:
             raise ValueError("encoder_hop must be >= 1 and lookahead >= 0")
         if not self.learned_video and not self.keys.enabled:
             raise ValueError("a model without the learned video path needs the key features")
+        if not 0 <= self.cond_layers <= self.decoder.layers:
+            raise ValueError(f"cond_layers must be in 0..{self.decoder.layers} (0: every decoder "
+                             f"block), got {self.cond_layers}")
 
     @property
     def n_classes(self) -> int:

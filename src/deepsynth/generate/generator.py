@@ -55,10 +55,8 @@ class Conditioner:
                     keyboard.render(np.zeros((1, keyboard.N_KEYS), dtype=bool))))
             features = [torch.cat([f, empty]) for f in features]
         self.features = features
-        blocks = model.decoder.stack.blocks
         # (L, 2R, C): each layer's 1x1 projection of the conditioning
-        self.proj = (torch.stack([b.cond.weight[:, :, 0] for b in blocks]) if conditioned
-                     else None)
+        self.proj = model.decoder.stack.cond_weights() if conditioned else None
 
     @torch.no_grad()
     def chunk(
@@ -178,11 +176,7 @@ def score_incremental(
     B, T = audio.shape
     state = FusedDecoderState(pack_decoder(model.decoder), B, model.silence)
     feats = model.frame_features(frames) if model.conditioned else None
-    proj = (
-        torch.stack([b.cond.weight[:, :, 0] for b in model.decoder.stack.blocks])
-        if model.conditioned
-        else None
-    )
+    proj = model.decoder.stack.cond_weights() if model.conditioned else None
     cond_all = None if feats is None else model.condition_from_features(feats, frame_index, T)
     out = []
     for t in range(0, T, chunk):

@@ -64,7 +64,7 @@ class DeepSynth(nn.Module):
             if cfg.keys.enabled:
                 self.keys = KeyFeatures(cfg.keys, cfg.audio.sample_rate, cfg.cond_channels,
                                         cfg.frame_height, cfg.frame_width)
-        self.decoder = WaveNetDecoder(cfg.decoder, cfg.n_classes, cond_channels)
+        self.decoder = WaveNetDecoder(cfg.decoder, cfg.n_classes, cond_channels, cfg.cond_layers)
         self.silence = silence_class(cfg.audio)
 
     @property

@@ -128,12 +128,17 @@ class ResidualStack(nn.Module):
         dilations: tuple[int, ...],
         kernel_size: int = 2,
         cond_channels: int = 0,
+        cond_blocks: int | None = None,
     ) -> None:
+        """`cond_blocks`: how many blocks, from the first, read the conditioning (None: all)."""
         super().__init__()
+        n_cond = len(dilations) if cond_blocks is None else cond_blocks
         self.blocks = nn.ModuleList(
-            GatedResidualBlock(channels, skip_channels, d, kernel_size, cond_channels)
-            for d in dilations
+            GatedResidualBlock(channels, skip_channels, d, kernel_size,
+                               cond_channels if i < n_cond else 0)
+            for i, d in enumerate(dilations)
         )
+        self.cond_channels = cond_channels
         self.kernel_size = kernel_size
         self.dilations = tuple(dilations)
 
@@ -141,6 +146,16 @@ class ResidualStack(nn.Module):
     def receptive_field(self) -> int:
         """Input time steps one output depends on: 1 + (kernel - 1) * sum(dilations)."""
         return 1 + (self.kernel_size - 1) * sum(self.dilations)
+
+    def cond_weights(self) -> Tensor | None:
+        """(L, 2 * channels, cond_channels): each block's 1x1 projection of the conditioning,
+        zeros for a block that does not read it; None for an unconditioned stack."""
+        if not self.cond_channels:
+            return None
+        first = self.blocks[0]
+        zero = first.conv.weight.new_zeros(first.conv.out_channels, self.cond_channels)
+        return torch.stack([zero if b.cond is None else b.cond.weight[:, :, 0]
+                            for b in self.blocks])
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         skips = 0

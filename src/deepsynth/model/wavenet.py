@@ -19,12 +19,15 @@ class WaveNetDecoder(nn.Module):
     gated residual blocks conditioned on `cond` -> sum of skips -> ReLU -> 1x1 -> ReLU -> 1x1.
     """
 
-    def __init__(self, cfg: StackConfig, n_classes: int = 256, cond_channels: int = 0) -> None:
+    def __init__(self, cfg: StackConfig, n_classes: int = 256, cond_channels: int = 0,
+                 cond_layers: int = 0) -> None:
+        """`cond_layers`: the blocks, from the first, that read the conditioning (0: all)."""
         super().__init__()
         self.n_classes = n_classes
         self.input = CausalConv1d(n_classes, cfg.residual_channels, 1)
         self.stack = ResidualStack(
-            cfg.residual_channels, cfg.skip_channels, cfg.dilations, cfg.kernel_size, cond_channels
+            cfg.residual_channels, cfg.skip_channels, cfg.dilations, cfg.kernel_size, cond_channels,
+            cond_layers or None,
         )
         self.head1 = nn.Conv1d(cfg.skip_channels, cfg.skip_channels, 1)
         self.head2 = nn.Conv1d(cfg.skip_channels, n_classes, 1)
