@@ -4,7 +4,7 @@ tabulate train and validation CE beside the paper's numbers.
 On a GPU the rows are the paper's own presets (paper-15x128-l2e-2 .. paper-27x512). On a CPU
 those take 5 to 250 s a step, so by default the sweep trains CPU stand-ins instead: the same L2
 strengths and layer counts (the factor the paper found to matter most), channels divided by 8
-(128 -> 16, 256 -> 32, 512 -> 64; skip and conditioning widths alike) and the `small` preset's
+(128 -> 16, 256 -> 32, 512 -> 64; skip and conditioning widths alike) and the `small-paper` preset's
 frame CNN (3x3-averaged frames, (8, 16) channels, 64 features). Their names say what they stand
 for: cpu-15x16-l2e-2 for paper-15x128-l2e-2, .., cpu-27x64 for paper-27x512. `presets` overrides
 the choice with any preset names (stand-ins included).
@@ -148,7 +148,7 @@ def _write(result: dict, out: Path) -> None:
             "paper's 100 fixed validation segments). The paper trained 200 epochs."]
     if result["standins"]:
         head += ["", f"CPU stand-ins: the paper's layers and L2, channels / "
-                 f"{CPU_CHANNEL_DIVISOR}, the small preset's frame CNN (see "
+                 f"{CPU_CHANNEL_DIVISOR}, the small-paper preset's frame CNN (see "
                  "deepsynth.evaluate.sweep)."]
     atomic_write_text(out / "table1.md", "\n".join(head) + "\n\n" + result["table_markdown"])
     atomic_write_text(out / "table1.json", json.dumps(result, indent=1) + "\n")

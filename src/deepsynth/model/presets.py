@@ -51,13 +51,14 @@ CPU_CHANNEL_DIVISOR = 8
 
 
 def _cpu_standin(layers: int, channels: int, l2: float, paper: str) -> Preset:
-    """A Table 1 row at 1/8 of its width for CPU sweeps: same layers and L2, small's CNN."""
+    """A Table 1 row at 1/8 of its width for CPU sweeps: same layers and L2, small-paper's CNN."""
     ch = channels // CPU_CHANNEL_DIVISOR
     stack = StackConfig(layers=layers, residual_channels=ch, skip_channels=ch)
     return Preset(
         ModelConfig(cnn=SMALL_CNN, encoder=stack, decoder=stack, cond_channels=ch),
         l2,
-        f"CPU stand-in for {paper}: {layers} layers x {ch} channels, L2 {l2:g}, small's frame CNN",
+        f"CPU stand-in for {paper}: {layers} layers x {ch} channels, L2 {l2:g}, "
+        "small-paper's frame CNN",
     )
 
 
