@@ -208,21 +208,22 @@ class KeyFeatures(nn.Module):
         inside = sample >= skip
         press, lag, sample = press[inside], lag[inside], sample[inside]
         row = item[press] * (T - skip) + sample - skip
+        dtype = torch.float64 if self.trace_curves.dtype == torch.float64 else torch.float32
         feats = torch.zeros(B * (T - skip), n_taus * K + 2 * cfg.harmonics * G,
-                            device=levels.device, dtype=self.trace_curves.dtype)
+                            device=levels.device, dtype=dtype)
         slot = slot[press]
         for i in range(n_taus):  # a key's presses do not overlap: one value per cell
-            feats[row, i * K + slot] = self.trace_curves[i, lag]
+            feats[row, i * K + slot] = self.trace_curves[i, lag].to(dtype)
         columns = [keys + n_keys * (1 + i) for i in range(n_taus)]
         if cfg.harmonics:
             key = key[press]
-            level = levels.to(feats.dtype)[frame_index[item[press], sample], key]
-            env = self.osc_curve[lag] * level
+            level = levels.to(dtype)[frame_index[item[press], sample], key]
+            env = self.osc_curve[lag].to(dtype) * level
             group = key * G // n_keys
             first = n_keys * (1 + n_taus)
             for h in range(cfg.harmonics):
-                phase = lag.to(feats.dtype) * self.omega[h, key]
-                gate = env * self.audible[h, key]
+                phase = lag.to(dtype) * self.omega[h, key].to(dtype)
+                gate = env * self.audible[h, key].to(dtype)
                 for j, wave in enumerate((torch.sin(phase) * gate, torch.cos(phase) * gate)):
                     col = n_taus * K + (2 * h + j) * G
                     feats.index_put_((row, col + group), wave, accumulate=True)
