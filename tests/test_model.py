@@ -273,6 +273,20 @@ def test_key_features_press_by_press_equal_the_dense_computation(skip):
     assert (grads[0] - grads[1]).abs().max() < 1e-3 * grads[1].abs().max()
 
 
+@pytest.mark.parametrize("keys", [dataclasses.replace(KEYS, taus_ms=(), harmonics=0),
+                                  dataclasses.replace(KEYS, taus_ms=(), harmonics=1)])
+def test_key_features_without_traces_or_sinusoids(keys):
+    model = DeepSynth(narrow(3, keys=keys, learned_video=False))
+    levels = torch.zeros(2, 88, dtype=torch.float64)
+    levels[1, 40] = 0.5 + 1e-9  # a press only where float32 reads the level as above 0.5
+    levels[1, 41] = 1.0
+    index = torch.zeros(1, 100, dtype=torch.long)
+    index[0, 10:] = 1
+    with torch.no_grad():
+        dense = model.keys._dense_forward(levels, index, 0)
+        assert torch.allclose(model.keys(levels, index), dense, atol=1e-6)
+
+
 def test_cond_layers_condition_the_first_blocks_only():
     base = variant(keys=KEYS, learned_video=False)
     first = variant(keys=KEYS, learned_video=False, cond_layers=1)

@@ -93,6 +93,11 @@ class KeyFeatures(nn.Module):
         return per_key + 2 * self.cfg.harmonics * self.cfg.groups
 
     @property
+    def press_columns(self) -> int:
+        """Feature columns a press writes (its traces and sinusoids): 0 for levels alone."""
+        return len(self.cfg.taus_ms) + 2 * self.cfg.harmonics
+
+    @property
     def context(self) -> int:
         """Samples of past video the features at a sample depend on."""
         return int(self.cfg.window)
@@ -161,7 +166,7 @@ class KeyFeatures(nn.Module):
         # the level columns: projected once per distinct frame, then held over its samples
         per_frame = levels.to(W.dtype) @ W[:, : keyboard.N_KEYS].t() + self.proj.bias  # (N, C)
         out = per_frame[frame_index[:, skip:]]  # (B, T - skip, C)
-        presses = self._presses(levels, frame_index, skip)
+        presses = self._presses(levels, frame_index, skip) if self.press_columns else None
         if presses is not None:
             feats, columns = self._press_features(levels, frame_index, skip, *presses)
             out = out + feats.to(W.dtype) @ W[:, columns].t()
@@ -176,7 +181,7 @@ class KeyFeatures(nn.Module):
         keys = torch.nonzero(levels.amax(dim=0) > 0).flatten()
         if len(keys) == 0:
             return None
-        down = levels[:, keys] > 0.5  # (N, K)
+        down = levels[:, keys].float() > 0.5  # (N, K), as the dense computation reads it
         item, before = torch.nonzero(frame_index[:, 1:] != frame_index[:, :-1], as_tuple=True)
         at = before + 1  # a frame change at sample `at`
         pressed = down[frame_index[item, at]] & ~down[frame_index[item, before]]
