@@ -275,7 +275,9 @@ def test_key_features_press_by_press_equal_the_dense_computation(skip):
 
 @pytest.mark.parametrize("keys", [dataclasses.replace(KEYS, taus_ms=(), harmonics=0),
                                   dataclasses.replace(KEYS, taus_ms=(), harmonics=1)])
-def test_key_features_without_traces_or_sinusoids(keys):
+def test_key_features_edge_cases_equal_the_dense_computation(keys):
+    """No press columns at all (levels only), and a level the dense computation reads as
+    float32 (0.5 + 1e-9 is 0.5 there: not down)."""
     model = DeepSynth(narrow(3, keys=keys, learned_video=False))
     levels = torch.zeros(2, 88, dtype=torch.float64)
     levels[1, 40] = 0.5 + 1e-9  # a press only where float32 reads the level as above 0.5

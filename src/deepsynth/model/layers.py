@@ -128,11 +128,11 @@ class ResidualStack(nn.Module):
         dilations: tuple[int, ...],
         kernel_size: int = 2,
         cond_channels: int = 0,
-        cond_blocks: int | None = None,
+        cond_blocks: int = 0,
     ) -> None:
-        """`cond_blocks`: how many blocks, from the first, read the conditioning (None: all)."""
+        """`cond_blocks`: how many blocks, from the first, read the conditioning (0: all)."""
         super().__init__()
-        n_cond = len(dilations) if cond_blocks is None else cond_blocks
+        n_cond = cond_blocks or len(dilations)
         self.blocks = nn.ModuleList(
             GatedResidualBlock(channels, skip_channels, d, kernel_size,
                                cond_channels if i < n_cond else 0)

@@ -27,7 +27,7 @@ class WaveNetDecoder(nn.Module):
         self.input = CausalConv1d(n_classes, cfg.residual_channels, 1)
         self.stack = ResidualStack(
             cfg.residual_channels, cfg.skip_channels, cfg.dilations, cfg.kernel_size, cond_channels,
-            cond_layers or None,
+            cond_layers,
         )
         self.head1 = nn.Conv1d(cfg.skip_channels, cfg.skip_channels, 1)
         self.head2 = nn.Conv1d(cfg.skip_channels, n_classes, 1)
