@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from deepsynth.config import FrameCNNConfig, KeyFeatureConfig, ModelConfig, StackConfig
+from deepsynth.config import AudioConfig, FrameCNNConfig, KeyFeatureConfig, ModelConfig, StackConfig
 from deepsynth.errors import DeepSynthError
 
 
@@ -20,6 +20,10 @@ class Preset:
     model: ModelConfig
     l2: float  # L2 regularisation strength (weight decay) used with this model
     description: str
+
+    def model_for(self, audio: AudioConfig) -> ModelConfig:
+        """The preset's model for audio of this representation (the store's sample rate)."""
+        return dataclasses.replace(self.model, audio=audio)
 
 
 PAPER_CNN = FrameCNNConfig(channels=(16, 32, 64), input_pool=(1, 1), features=128)
