@@ -27,6 +27,7 @@ from deepsynth.model.deepsynth import DeepSynth
 from deepsynth.sim import keyboard
 
 COND_BUDGET_BYTES = 64 << 20  # per chunk, for the per-layer conditioning of the whole batch
+CHUNK_SAMPLES = (64, 4000)  # the fewest and most samples a chunk holds (a clip, not a rate)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def chunk_length(model: DeepSynth, batch: int, requested: int | None = None) -> 
         return requested
     blocks = model.decoder.stack.blocks
     per_sample = batch * len(blocks) * blocks[0].conv.out_channels * 4
-    return int(np.clip(COND_BUDGET_BYTES // max(per_sample, 1), 64, 4000))
+    return int(np.clip(COND_BUDGET_BYTES // max(per_sample, 1), *CHUNK_SAMPLES))
 
 
 def decoder_state(model: DeepSynth, batch: int, chunk: int, device: str = "cpu"):
