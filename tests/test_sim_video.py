@@ -97,3 +97,22 @@ def test_failed_write_leaves_no_file(tmp_path):
     with pytest.raises(RuntimeError):
         write_frames(tmp_path / "x.mp4", broken_frames(), SR, changes.n_samples)
     assert list(tmp_path.glob("*.mp4")) == [] and list(tmp_path.glob(".*")) == []
+
+
+def test_a_video_deepsynth_did_not_write_is_timed_at_the_rate_the_caller_gives(tmp_path):
+    path = tmp_path / "camera.mp4"
+    with av.open(str(path), "w") as c:  # no sample-rate tag: 10 frames at 25 fps
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = kb.WIDTH, kb.HEIGHT, "gray"
+        for i in range(10):
+            img = np.full((kb.HEIGHT, kb.WIDTH), 40 * (i % 2) + 100, np.uint8)
+            c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="gray")))
+        c.mux(s.encode())
+    with pytest.raises(DeepSynthError, match="not written by DeepSynth"):
+        video_info(path)
+    for rate in (4000, 16000):
+        info = video_info(path, rate)
+        assert info.sample_rate == rate and info.n_samples is None
+        video = read_video(path, rate)
+        assert video.sample_rate == rate
+        np.testing.assert_array_equal(video.starts, np.arange(10) * rate // 25)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import sys
 
+from deepsynth.config import AudioConfig
 from deepsynth.errors import DeepSynthError
+
+DEFAULT_RATE = AudioConfig().sample_rate
 
 
 def _sim_config(args):
-    from deepsynth.config import AudioConfig, SimConfig
+    from deepsynth.config import SimConfig
 
     if args.sample_rate <= 0:
         raise DeepSynthError(f"sample rate must be positive, got {args.sample_rate}")
@@ -118,8 +121,8 @@ def register(sub) -> None:
                    help="songs simulated in parallel on this machine (default 1)")
     b.add_argument("--limit", type=int, default=None, metavar="N",
                    help="only the first N songs of the corpus")
-    b.add_argument("--sample-rate", type=int, default=4000, metavar="HZ",
-                   help="audio sample rate (default 4000)")
+    b.add_argument("--sample-rate", type=int, default=DEFAULT_RATE, metavar="HZ",
+                   help=f"audio sample rate (default {DEFAULT_RATE})")
     b.add_argument("--soundfont", metavar="PATH",
                    help="SoundFont (.sf2) for the piano (default: TimGM6mb.sf2 from pretty_midi)")
     b.add_argument("--pedal", choices=("extend", "raw"), default="extend",

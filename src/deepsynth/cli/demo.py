@@ -1,7 +1,8 @@
 """Sub-command: demo, the one-command tour (what `make demo` runs).
 
-Compose a short piece, simulate it (keyboard video + ground-truth audio), generate its sound from
-the video alone with the shipped checkpoint, and write everything a person wants to see and hear.
+Compose a short piece, simulate it (keyboard video + ground-truth audio, at the model's sample
+rate), generate its sound from the video alone with the shipped checkpoint (or a given one), and
+write everything a person wants to see and hear.
 """
 
 from __future__ import annotations
@@ -19,15 +20,21 @@ def cmd_demo(args) -> int:
 
     from deepsynth.atomic import atomic_write_text
     from deepsynth.audio import write_wav
+    from deepsynth.config import SimConfig
     from deepsynth.sim.compose import write_demo_midi
     from deepsynth.sim.keystates import notes_from_key_changes
     from deepsynth.sim.simulate import simulate
     from deepsynth.sim.video import write_video
 
     out = output_dir(args.output)
+    model = None
+    if args.checkpoint is not None or default_checkpoint().exists():
+        model, payload, ckpt = load_model(args.checkpoint)
+        args.temperature = sampling_temperature(args.temperature, payload)
     midi = out / "demo.mid"
     write_demo_midi(midi)
-    sim = simulate(midi)
+    # the piece is simulated at the model's audio representation (its sample rate)
+    sim = simulate(midi, SimConfig() if model is None else SimConfig(audio=model.cfg.audio))
     sr = sim.cfg.audio.sample_rate
     truth = sim.audio.audio
     write_wav(out / "ground_truth.wav", truth, sr)
@@ -39,12 +46,9 @@ def cmd_demo(args) -> int:
     print(f"  video + true sound   {out / 'ground_truth.mp4'}")
     print(f"  true sound           {out / 'ground_truth.wav'}")
 
-    checkpoint = args.checkpoint
-    if checkpoint is None and not default_checkpoint().exists():
+    if model is None:
         warn(f"no trained checkpoint shipped at {default_checkpoint()}: nothing to generate")
         return 0
-    model, payload, ckpt = load_model(checkpoint)
-    args.temperature = sampling_temperature(args.temperature, payload)
     from deepsynth.evaluate.plots import spectrogram_comparison_plot
     from deepsynth.evaluate.transcriber import missing_reason, transcription_f1
     from deepsynth.generate.generator import Window, generate

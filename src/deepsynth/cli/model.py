@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from deepsynth.config import AudioConfig
 from deepsynth.errors import DeepSynthError
 
 
@@ -11,11 +12,14 @@ def cmd_info(args) -> int:
     from deepsynth.model.info import format_info_table, model_info
     from deepsynth.model.presets import PRESETS, get_preset
 
+    if args.sample_rate <= 0:
+        raise DeepSynthError(f"--sample-rate must be positive, got {args.sample_rate}")
+    audio = AudioConfig(sample_rate=args.sample_rate)
     names = list(PRESETS) if args.preset in (None, "all") else [args.preset]
     rows = []
     for name in names:
         preset = get_preset(name)
-        rows.append({"preset": name, "l2": preset.l2} | model_info(preset.model))
+        rows.append({"preset": name, "l2": preset.l2} | model_info(preset.model_for(audio)))
     if args.json:
         print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2, default=str))
     else:
@@ -71,10 +75,13 @@ def register(sub) -> None:
         "info",
         help="size, receptive field, cost and memory of a model preset",
         description="Parameters, receptive field (measured by gradient, in samples and ms), "
-        "multiply-accumulates per generated sample and the training memory for a batch of "
-        "3 x 5 s, for one preset or all of them.",
+        "multiply-accumulates per generated sample and per second of audio, and the training "
+        "memory for a batch of 3 x 5 s, for one preset or all of them, at a sample rate.",
     )
     p.add_argument("--preset", default="all", metavar="NAME",
                    help="a preset name (default: all presets)")
+    rate = AudioConfig().sample_rate
+    p.add_argument("--sample-rate", type=int, default=rate, metavar="HZ",
+                   help=f"audio sample rate the presets are resolved at (default {rate})")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)

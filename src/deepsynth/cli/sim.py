@@ -8,7 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deepsynth.cli.common import EXIT_BAD_INPUT, output_dir, output_file, warn
+from deepsynth.config import AudioConfig
 from deepsynth.errors import DeepSynthError
+
+DEFAULT_RATE = AudioConfig().sample_rate
 
 MIDI_SUFFIXES = (".mid", ".midi")
 
@@ -37,7 +40,7 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
 
 
 def _sim_config(args):
-    from deepsynth.config import AudioConfig, SimConfig
+    from deepsynth.config import SimConfig
 
     if args.sample_rate <= 0:
         raise DeepSynthError(f"sample rate must be positive, got {args.sample_rate}")
@@ -50,8 +53,8 @@ def _add_sim_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pedal", choices=("extend", "raw"), default="extend",
                    help="extend: notes sound (and show) until the sustain pedal lifts (default); "
                         "raw: notes end at key-up")
-    p.add_argument("--sample-rate", type=int, default=4000, metavar="HZ",
-                   help="audio sample rate (default 4000)")
+    p.add_argument("--sample-rate", type=int, default=DEFAULT_RATE, metavar="HZ",
+                   help=f"audio sample rate (default {DEFAULT_RATE})")
 
 
 def _simulate_one(job: tuple) -> tuple[str, dict | None, str | None]:
@@ -124,6 +127,8 @@ def cmd_video2midi(args) -> int:
     from deepsynth.sim.midi import write_midi
     from deepsynth.sim.video import read_key_changes
 
+    if args.sample_rate <= 0:
+        raise DeepSynthError(f"sample rate must be positive, got {args.sample_rate}")
     out = output_file(args.output, MIDI_SUFFIXES)
     changes = read_key_changes(args.video, sample_rate=args.sample_rate)
     notes = notes_from_key_changes(changes)
@@ -158,8 +163,9 @@ def register(sub) -> None:
                        "and write them as a MIDI file.")
     p.add_argument("video", metavar="VIDEO.mp4")
     p.add_argument("-o", "--output", required=True, metavar="OUT.mid")
-    p.add_argument("--sample-rate", type=int, default=None, metavar="HZ",
-                   help="time grid for videos not written by DeepSynth (default 4000)")
+    p.add_argument("--sample-rate", type=int, default=DEFAULT_RATE, metavar="HZ",
+                   help=f"time grid for videos not written by DeepSynth (default "
+                        f"{DEFAULT_RATE}; a video DeepSynth wrote keeps its own)")
     p.set_defaults(func=cmd_video2midi)
 
 

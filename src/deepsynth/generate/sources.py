@@ -40,8 +40,10 @@ class VideoSource:
         return np.searchsorted(self.starts, t, side="right") - 1
 
 
-def open_source(path: str | os.PathLike, sample_rate: int = 4000) -> VideoSource:
-    """A keyboard video (mp4 from the simulator, or any 780x57 video) or a MIDI file."""
+def open_source(path: str | os.PathLike, sample_rate: int) -> VideoSource:
+    """A keyboard video (mp4 from the simulator, or any 780x57 video) or a MIDI file, timed at
+    `sample_rate` (the model's): a MIDI file is simulated at it, a video DeepSynth did not write
+    is timed at it (one it wrote keeps the rate it was tagged with)."""
     p = Path(path)
     if not p.exists():
         raise DeepSynthError(f"{p}: no such file")

@@ -1,5 +1,6 @@
 """What a configuration costs: parameters, receptive field (measured by gradient), multiply-adds
-per generated sample and a training-memory estimate. Fast for every preset: the big models are
+per generated sample and per second of generated audio (at the config's sample rate) and a
+training-memory estimate. Fast for every preset: the big models are
 only ever built on the meta device, and the receptive field is probed on a 16-channel copy (it
 depends on kernels and dilations only, not on widths)."""
 
@@ -16,7 +17,7 @@ from deepsynth.config import FrameCNNConfig, ModelConfig
 from deepsynth.model.deepsynth import DeepSynth
 
 TRAIN_BATCH = 3
-TRAIN_SAMPLES = 20_000  # 5 s at 4 kHz; a segment also carries one receptive field of context
+TRAIN_SECONDS = 5.0  # a training segment (data.segments); it also carries one receptive field
 FRAMES_PER_SECOND = 10.0  # assumed rate of key-state changes, for the frame CNN's share
 
 
@@ -167,7 +168,8 @@ def train_memory(model: DeepSynth, batch: int, length: int, frames: int) -> dict
 
 
 def model_info(cfg: ModelConfig) -> dict[str, Any]:
-    """A flat dict (JSON-ready) describing what `cfg` costs."""
+    """A flat dict (JSON-ready) describing what `cfg` costs, per sample and per second of audio
+    at `cfg.audio.sample_rate` (the CNN's share per second at FRAMES_PER_SECOND)."""
     with torch.device("meta"):
         model = DeepSynth(cfg)
     rate = cfg.audio.sample_rate
@@ -176,9 +178,8 @@ def model_info(cfg: ModelConfig) -> dict[str, Any]:
         thin = DeepSynth(thin_copy(cfg)).double()
     audio_rf, video_rf = measure_receptive_field(thin)
     macs = macs_per_sample(model)
-    seconds = TRAIN_SAMPLES / rate
-    length = TRAIN_SAMPLES + audio_rf
-    frames = max(1, round(TRAIN_BATCH * seconds * FRAMES_PER_SECOND)) if not cfg.no_video else 1
+    length = round(TRAIN_SECONDS * rate) + audio_rf
+    frames = 1 if cfg.no_video else max(1, round(TRAIN_BATCH * TRAIN_SECONDS * FRAMES_PER_SECOND))
     mem = train_memory(model, TRAIN_BATCH, length, frames)
     total = count_params(model)
     return {
@@ -194,6 +195,11 @@ def model_info(cfg: ModelConfig) -> dict[str, Any]:
         "macs_decoder_per_sample": macs["decoder"],
         "macs_encoder_per_sample": macs["encoder"],
         "macs_cnn_per_frame": macs["cnn_per_frame"],
+        "sample_rate": rate,
+        "macs_per_second": rate * (macs["decoder"] + macs["encoder"]),
+        "macs_decoder_per_second": rate * macs["decoder"],
+        "macs_encoder_per_second": rate * macs["encoder"],
+        "macs_cnn_per_second": round(FRAMES_PER_SECOND * macs["cnn_per_frame"]),
         "train_batch": f"{TRAIN_BATCH}x{length} samples, {frames} frames",
         "train_memory_bytes": mem["total"],
         "train_memory_activation_bytes": mem["activations"],
@@ -209,6 +215,7 @@ COLUMNS = [  # (key, header, format)
     ("rf_ms", "RF ms", "{:.1f}"),
     ("video_rf_samples", "video RF", "{}"),
     ("macs_per_sample", "MAC/sample", "{:,}"),
+    ("macs_per_second", "MMAC/s", "{}"),
     ("macs_cnn_per_frame", "CNN MAC/frame", "{:,}"),
     ("train_memory_bytes", "train mem", "{}"),
 ]
@@ -217,6 +224,8 @@ COLUMNS = [  # (key, header, format)
 def _fmt(key: str, spec: str, value: Any) -> str:
     if key == "train_memory_bytes":
         return f"{value / 2**30:.1f} GiB"
+    if key == "macs_per_second":
+        return f"{value / 1e6:,.1f}"
     return spec.format(value)
 
 

@@ -4,26 +4,63 @@ The paper gives layers, channels and L2 strength per row ("in each of the video 
 and audio decoder network"); it does not give skip or conditioning widths nor the frame CNN's
 sizes: here skip = conditioning = residual channels, and the CNN is (16, 32, 64) channels at full
 resolution with 128 features.
+
+A preset gives its spans of time (lookahead, encoder hop, key-feature window) in milliseconds;
+`Preset.model_for` turns them into samples at the rate of the store a model trains on. Layer
+counts, kernels and dilations are the architecture: they stay in samples.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from deepsynth.config import AudioConfig, FrameCNNConfig, KeyFeatureConfig, ModelConfig, StackConfig
 from deepsynth.errors import DeepSynthError
 
 
+def samples(ms: float, sample_rate: int) -> int:
+    """A duration in milliseconds as whole samples at `sample_rate` (rounded, halves up)."""
+    return math.floor(ms * sample_rate / 1000 + 0.5)
+
+
+@dataclass(frozen=True)
+class Durations:
+    """A preset's spans of time in milliseconds (ModelConfig holds them in samples)."""
+
+    lookahead_ms: float = 0.0  # future video the conditioning may see (0: causal, the paper)
+    encoder_hop_ms: float = 0.0  # between video-encoder steps, at least one sample (0: every one)
+    key_window_ms: float = 512.0  # a key press older than this is forgotten (key features)
+
+    def resolve(self, cfg: ModelConfig) -> ModelConfig:
+        """`cfg` with these spans in samples at its audio's rate."""
+        rate = cfg.audio.sample_rate
+        return dataclasses.replace(
+            cfg,
+            lookahead=samples(self.lookahead_ms, rate),
+            encoder_hop=max(1, samples(self.encoder_hop_ms, rate)),
+            keys=dataclasses.replace(cfg.keys, window=samples(self.key_window_ms, rate)),
+        )
+
+
 @dataclass(frozen=True)
 class Preset:
-    model: ModelConfig
+    base: ModelConfig  # the architecture; its spans of time come from `durations` when given
     l2: float  # L2 regularisation strength (weight decay) used with this model
     description: str
+    durations: Durations | None = None  # None: base's spans, in samples at any rate (test variants)
+
+    @property
+    def model(self) -> ModelConfig:
+        """The model at the default audio representation (`AudioConfig()`: 4 kHz)."""
+        return self.model_for(AudioConfig())
 
     def model_for(self, audio: AudioConfig) -> ModelConfig:
-        """The preset's model for audio of this representation (the store's sample rate)."""
-        return dataclasses.replace(self.model, audio=audio)
+        """The preset's model for audio of this representation (the store's sample rate): the
+        durations resolved to samples at `audio.sample_rate`."""
+        cfg = dataclasses.replace(self.base, audio=audio)
+        return cfg if self.durations is None else self.durations.resolve(cfg)
 
 
 PAPER_CNN = FrameCNNConfig(channels=(16, 32, 64), input_pool=(1, 1), features=128)
@@ -40,6 +77,7 @@ def _paper(layers: int, channels: int, l2: float, train: float, val: float) -> P
         l2,
         f"paper Table 1: {layers} layers x {channels} channels, L2 {l2:g} "
         f"(paper CE train {train}, val {val} nats)",
+        Durations(),
     )
 
 
@@ -50,7 +88,9 @@ SMALL_PAPER = ModelConfig(
     decoder=StackConfig(layers=12, residual_channels=32, skip_channels=64),
     cond_channels=32,
 )
-SMALL_KEYS = KeyFeatureConfig(enabled=True, window=2048, taus_ms=(20.0, 200.0))
+SMALL_KEYS = KeyFeatureConfig(enabled=True, taus_ms=(20.0, 200.0))  # window: Durations
+SMALL_AHEAD = Durations(lookahead_ms=3.75)  # 15 samples at 4 kHz
+SMALL_AHEAD_HOP = Durations(lookahead_ms=3.75, encoder_hop_ms=4.0)  # 15 and 16 samples at 4 kHz
 CPU_CHANNEL_DIVISOR = 8
 
 
@@ -63,6 +103,7 @@ def _cpu_standin(layers: int, channels: int, l2: float, paper: str) -> Preset:
         l2,
         f"CPU stand-in for {paper}: {layers} layers x {ch} channels, L2 {l2:g}, "
         "small-paper's frame CNN",
+        Durations(),
     )
 
 
@@ -78,35 +119,40 @@ PRESETS: dict[str, Preset] = {
         SMALL_PAPER,
         1e-4,
         "CPU model with the paper's conditioning: decoder 12x32 (receptive field 519 samples, "
-        "130 ms), encoder 8x32 at audio rate, CNN on 3x3-averaged frames; 0.27 M parameters",
+        "130 ms at 4 kHz), encoder 8x32 at audio rate, CNN on 3x3-averaged frames; 0.27 M "
+        "parameters",
+        Durations(),
     ),
     "small": Preset(
-        dataclasses.replace(SMALL_PAPER, lookahead=15, learned_video=False, cond_layers=3,
+        dataclasses.replace(SMALL_PAPER, learned_video=False, cond_layers=3,
                             keys=dataclasses.replace(SMALL_KEYS, harmonics=3)),
         1e-4,
-        "CPU model (the shipped one): a 12x32 decoder (receptive field 519 samples, 130 ms) "
-        "conditioned in its first 3 blocks on per-key features read from each frame through "
-        "the keyboard's key map, 15 samples ahead: key levels, press traces (20 and 200 ms "
+        "CPU model (the shipped one): a 12x32 decoder (receptive field 519 samples, 130 ms at "
+        "4 kHz) conditioned in its first 3 blocks on per-key features read from each frame "
+        "through the keyboard's key map, 3.75 ms ahead: key levels, press traces (20 and 200 ms "
         "over a 0.5 s window) and sinusoids at each pressed key's pitch and 2 harmonics, "
         "phase-locked to the press, summed over 8 registers",
+        SMALL_AHEAD,
     ),
     "small-video": Preset(
-        dataclasses.replace(SMALL_PAPER, encoder_hop=16, lookahead=15,
-                            keys=dataclasses.replace(SMALL_KEYS, harmonics=3)),
+        dataclasses.replace(SMALL_PAPER, keys=dataclasses.replace(SMALL_KEYS, harmonics=3)),
         1e-4,
         "small-keys plus the learned video path: small-paper's frame CNN and an encoder that "
-        "runs every 16 samples (4 ms, reaching 1 s back)",
+        "runs every 4 ms (16 samples at 4 kHz, reaching 1 s back)",
+        SMALL_AHEAD_HOP,
     ),
     "small-keys": Preset(
-        dataclasses.replace(SMALL_PAPER, lookahead=15, learned_video=False,
+        dataclasses.replace(SMALL_PAPER, learned_video=False,
                             keys=dataclasses.replace(SMALL_KEYS, harmonics=3)),
         1e-4,
         "small with the conditioning in every decoder block (as the paper does)",
+        SMALL_AHEAD,
     ),
     "small-traces": Preset(
-        dataclasses.replace(SMALL_PAPER, encoder_hop=16, lookahead=15, keys=SMALL_KEYS),
+        dataclasses.replace(SMALL_PAPER, keys=SMALL_KEYS),
         1e-4,
         "small-video without the sinusoids: press traces only",
+        SMALL_AHEAD_HOP,
     ),
     **{
         name: _cpu_standin(layers, channels, l2, paper)
@@ -129,6 +175,7 @@ PRESETS: dict[str, Preset] = {
         ),
         1e-4,
         "for tests: a few layers of 8 channels, forward in milliseconds",
+        Durations(),
     ),
 }
 

@@ -7,7 +7,8 @@ cannot be 4 kHz). The sample rate and length of the piece are kept in the contai
 tag, so a reader recovers exact sample indices.
 
 Reading: unique frames (identical consecutive frames are merged) with the sample index at which
-each starts. Any 780x57 video works; the Y plane is taken as is (no range conversion).
+each starts. Any 780x57 video works; the Y plane is taken as is (no range conversion). A video
+DeepSynth did not write has no tag: the caller gives the sample rate of its time grid.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def write_frames(
         if audio is not None:
             astream = out.add_stream("aac", rate=_aac_rate(sample_rate))
             astream.layout = "mono"
-            astream.options = {"b": "32k"}  # ample for 4 kHz audio; 3x faster than the default
+            astream.options = {"b": "32k"}  # ample for low-rate audio; 3x faster than the default
         for t, img in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="gray")
             frame.pts, frame.time_base = int(t), time_base
@@ -154,15 +155,20 @@ def _open(path: str | os.PathLike):
 
 
 def video_info(path: str | os.PathLike, sample_rate: int | None = None) -> VideoInfo:
+    """The sample rate and length DeepSynth tagged the video with; for an untagged video,
+    `sample_rate` (required then) and an unknown length."""
     with _open(path) as container:
-        return _info(container, sample_rate)
+        return _info(container, sample_rate, path)
 
 
-def _info(container, sample_rate: int | None) -> VideoInfo:
+def _info(container, sample_rate: int | None, path) -> VideoInfo:
     m = _TAG.search(container.metadata.get("comment", ""))
     if m:
         return VideoInfo(int(m.group(1)), int(m.group(2)))
-    return VideoInfo(sample_rate or 4000, None)
+    if sample_rate is None or sample_rate <= 0:
+        raise DeepSynthError(f"{path}: video was not written by DeepSynth (no sample-rate tag): "
+                             f"give the sample rate to time its frames at")
+    return VideoInfo(sample_rate, None)
 
 
 def iter_frames(
@@ -173,7 +179,7 @@ def iter_frames(
 
     container = _open(path)
     try:
-        sr = _info(container, sample_rate).sample_rate
+        sr = _info(container, sample_rate, path).sample_rate
         previous = None
         for frame in container.decode(video=0):
             plane = frame.planes[0]
