@@ -8,7 +8,8 @@
     state.py        train state, random generators, last.pt / best.pt
     logs.py         metrics.csv, TensorBoard, loss.png, the progress bar
     distributed.py  torchrun / DistributedDataParallel plumbing
-    loop.py         train(): everything together
+    run.py          the run object: opened fresh or resumed; step, log, validate, checkpoint
+    loop.py         train(): the loop over a run's batches
 
 Train:   train("data/piano", "runs/small", "small", TrainConfig(...), RunOptions(...))
 Load:    model, payload = deepsynth.checkpoint.load_checkpoint("runs/small/best.pt")

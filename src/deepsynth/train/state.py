@@ -1,7 +1,8 @@
 """Everything a run must carry across a kill -9 to continue exactly: the step counters and the
-position inside the epoch, the best validation so far, the partial metrics window, and the random
-number generators (python, numpy, torch, CUDA), saved in last.pt beside the model and the Adam
-state. The data order is a function of (seed, epoch), so the position in the epoch restores it.
+position inside the epoch, the best validation so far, the train figures accumulated since the
+last metrics row, and the random number generators (python, numpy, torch, CUDA), saved in last.pt
+beside the model and the Adam state. The data order is a function of (seed, epoch), so the
+position in the epoch restores it.
 
 Files of a run folder:
     last.pt   model + optimizer + train state: `--resume` continues from it
@@ -42,13 +43,16 @@ class TrainState:
     best_step: int = -1
     last_val_step: int = -1
     train_seconds: float = 0.0  # wall time spent training, over all invocations
-    window: dict[str, float] = field(default_factory=dict)  # metrics accumulated since last row
+    metrics: dict[str, float] = field(default_factory=dict)  # accumulated since the last row
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        """The saved state; a last.pt written before the rename holds `metrics` as `window`."""
+        if "window" in data and "metrics" not in data:
+            data = {**data, "metrics": data["window"]}
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
