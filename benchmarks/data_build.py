@@ -53,7 +53,7 @@ def loader_throughput(store: Path, render: bool, seconds: float, workers: int,
     n_batches = samples = frames = 0
     for b in it:
         n_batches += 1
-        samples += b["classes"].shape[0] * (b["classes"].shape[1] - b["loss_start"])
+        samples += b["audio"].shape[0] * (b["audio"].shape[1] - b["loss_start"])
         frames += len(b["states"])
         if time.perf_counter() - t0 >= seconds:
             break

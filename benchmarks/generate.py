@@ -32,10 +32,10 @@ def cached_rate(model: DeepSynth, batch: int, n: int) -> float:
     """Samples/s (all sequences together) of the fused decoder step, conditioning given."""
     packed = pack_decoder(model.decoder)
     layers = len(model.decoder.stack.blocks)
-    state = FusedDecoderState(packed, batch, model.silence)
+    state = FusedDecoderState(packed, model.output, batch)
     cond = np.random.default_rng(0).standard_normal((batch, n, layers, 2 * packed.residual))
     cond = (0.1 * cond).astype(np.float32)
-    uniforms = np.random.default_rng(1).random((batch, n))
+    uniforms = np.random.default_rng(1).random((batch, n, model.output.n_uniforms))
     state.run(cond[:, :8], 8, uniforms[:, :8])  # compile / warm up
     start = time.perf_counter()
     state.run(cond, n, uniforms)
@@ -93,7 +93,7 @@ def main() -> int:
     record: dict = {"threads": torch.get_num_threads()}
     if "small" in args.presets:  # first, so the peak RSS reflects generation alone
         name = "small"
-        model = DeepSynth(get_preset(name).model).eval()
+        model = DeepSynth(get_preset(name).model, keyboard.layout()).eval()
         src = long_source(1.0)
         generate(model, [src], [Window(0, 4000)])  # warm up
         start = time.perf_counter()
@@ -127,7 +127,7 @@ def main() -> int:
             "rss_mb_last_chunk": round(trace[-1]),
         }
     for name in args.presets:
-        model = DeepSynth(get_preset(name).model).eval()
+        model = DeepSynth(get_preset(name).model, keyboard.layout()).eval()
         big = model.decoder.stack.blocks[0].conv.in_channels >= 256
         for batch in (1, 32):
             n_cached = (2000 if big else 20000) // (1 if batch == 1 else 8)

@@ -26,7 +26,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from _common import append_result
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -55,16 +54,16 @@ def make_batch(model: DeepSynth, frames: int, device: torch.device, seed: int = 
         rows.append(np.repeat(np.arange(per_item) + b * per_item,
                               np.diff(np.concatenate([[0], cuts, [Tv]]))))
     index = torch.from_numpy(np.stack(rows).astype(np.int64))
-    classes = torch.from_numpy(rng.integers(0, 256, (BATCH, T)).astype(np.int64))
+    audio = torch.from_numpy(rng.uniform(-1, 1, (BATCH, T)).astype(np.float32))
     video = not model.cfg.no_video
     return DeviceBatch(pictures.to(device) if video else None, index.to(device) if video else None,
-                       classes.to(device), context)
+                       audio.to(device), context)
 
 
 def bare_step(model, batch: DeviceBatch, opt) -> None:
     opt.zero_grad(set_to_none=True)
-    logits = model(batch.frames, batch.frame_index, batch.classes)
-    F.cross_entropy(logits, batch.classes).backward()
+    classes = model.output.encode(batch.audio)
+    model.output.loss(model(batch.frames, batch.frame_index, classes), classes).backward()
     opt.step()
 
 
@@ -95,15 +94,15 @@ def step_flops(model, batch: DeviceBatch) -> int:
     """FLOPs of one forward + backward (convolutions and matrix products), by flop_counter."""
     model.zero_grad(set_to_none=True)
     with FlopCounterMode(display=False) as counter:
-        logits = model(batch.frames, batch.frame_index, batch.classes)
-        F.cross_entropy(logits, batch.classes).backward()
+        classes = model.output.encode(batch.audio)
+        model.output.loss(model(batch.frames, batch.frame_index, classes), classes).backward()
     model.zero_grad(set_to_none=True)
     return int(counter.get_total_flops())
 
 
 def measure(preset: str, device: torch.device, args) -> dict:
     torch.manual_seed(0)
-    model = DeepSynth(get_preset(preset).model).to(device).train()
+    model = DeepSynth(get_preset(preset).model, keyboard.layout()).to(device).train()
     batch = make_batch(model, args.frames, device)
     params = list(model.parameters())
     decayed = decayed_parameters(model)
@@ -122,7 +121,7 @@ def measure(preset: str, device: torch.device, args) -> dict:
         variant = f"{'compiled' if not args.no_compile else 'eager'} {args.precision}"
 
         def step():
-            train_step(fwd, batch, opt, params, decayed, l2, 10.0, args.precision)
+            train_step(fwd, model.output, batch, opt, params, decayed, l2, 10.0, args.precision)
 
         for _ in range(0 if args.no_compile else 2):  # compile before timing
             step()
@@ -133,7 +132,7 @@ def measure(preset: str, device: torch.device, args) -> dict:
                 round(torch.cuda.max_memory_allocated(device) / 1e9, 2)}
     else:
         def step():
-            train_step(model, batch, opt, params, decayed, l2, 10.0, "fp32")
+            train_step(model, model.output, batch, opt, params, decayed, l2, 10.0, "fp32")
 
         base_s, s = time_steps([bare, step], device, args.warmup, args.steps)
         rec |= {"variant": "training step, eager fp32 (CE over the segment, L2, clip)"}

@@ -8,12 +8,12 @@ import torch
 from deepsynth.checkpoint import load_checkpoint, save_checkpoint
 from deepsynth.errors import DeepSynthError
 from deepsynth.model import DeepSynth, get_preset
+from deepsynth.sim import keyboard
 
 
 def tiny_batch(model, B=2, T=200, N=3):
     g = torch.Generator().manual_seed(1)
-    cfg = model.cfg
-    frames = torch.randint(0, 256, (N, cfg.frame_height, cfg.frame_width), generator=g)
+    frames = torch.randint(0, 256, (N, *model.layout.shape), generator=g)
     index = torch.sort(torch.randint(0, N, (B, T), generator=g), dim=1).values
     return frames.to(torch.uint8), index, torch.randint(0, 256, (B, T), generator=g)
 
@@ -21,7 +21,7 @@ def tiny_batch(model, B=2, T=200, N=3):
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return DeepSynth(get_preset("tiny").model).eval()
+    return DeepSynth(get_preset("tiny").model, keyboard.layout()).eval()
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_half_weights_for_shipping(tmp_path, model):
 
 def test_small_preset_ships_under_20_mb(tmp_path):
     path = tmp_path / "small.pt"
-    save_checkpoint(path, DeepSynth(get_preset("small").model), half=True)
+    save_checkpoint(path, DeepSynth(get_preset("small").model, keyboard.layout()), half=True)
     assert path.stat().st_size <= 20_000_000
 
 

@@ -13,6 +13,7 @@ from deepsynth.audio import read_wav
 from deepsynth.checkpoint import save_checkpoint
 from deepsynth.model.deepsynth import DeepSynth
 from deepsynth.model.presets import get_preset
+from deepsynth.sim import keyboard
 
 
 def run(*args):
@@ -24,7 +25,8 @@ def run(*args):
 def ckpt(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, DeepSynth(get_preset("tiny").model), extra={"preset": "tiny"})
+    save_checkpoint(path, DeepSynth(get_preset("tiny").model, keyboard.layout()),
+                    extra={"preset": "tiny"})
     return path
 
 

@@ -30,9 +30,10 @@ def test_export_makes_a_small_float16_checkpoint_with_its_record(tmp_path):
     from deepsynth.checkpoint import load_checkpoint, read_payload, save_checkpoint
     from deepsynth.model.deepsynth import DeepSynth
     from deepsynth.model.presets import get_preset
+    from deepsynth.sim import keyboard
 
     torch.manual_seed(0)
-    model = DeepSynth(get_preset("small").model)
+    model = DeepSynth(get_preset("small").model, keyboard.layout())
     opt = torch.optim.Adam(model.parameters())
     save_checkpoint(tmp_path / "best.pt", model, extra={"preset": "small", "step": 7,
                                                         "val_ce": 4.5}, optimizer=opt.state_dict())

@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from deepsynth.audio import mu_law_encode
 from deepsynth.data import store
 from deepsynth.data.build import build_store
 from deepsynth.data.dataset import (
@@ -88,26 +87,22 @@ def test_item_frames_decode_to_the_stored_key_states(root):
         assert np.all(np.diff(np.maximum.accumulate(index.numpy())) <= 1)
 
 
-def test_item_audio_classes_and_left_context(root):
+def test_item_audio_and_left_context(root):
     ds = SegmentDataset(root, split=None, context=CONTEXT)
-    mu = ds.audio_config.mu
     first, second = ds[0], ds[1]
     assert ds.locate(1) == (0, 1)
     song = ds.song(0)
     for item in (first, second):
-        audio, classes = item["audio"].numpy(), item["classes"].numpy()
+        audio = item["audio"].numpy()
+        assert "classes" not in item  # the model's output distribution makes them
         assert item["loss_start"] == CONTEXT
         assert audio.dtype == np.float32 and np.abs(audio).max() <= 1.0
         lo = item["start"] - CONTEXT
         pad = max(0, -lo)
         assert np.array_equal(audio[pad:], song.audio[lo + pad : item["start"] + ds.window]
                               / 32768.0)
-        assert np.array_equal(classes, mu_law_encode(audio, mu))
-        assert classes.min() >= 0 and classes.max() < ds.audio_config.n_classes
     # segment 0 starts the song: its context is silence and the empty keyboard
     assert np.all(first["audio"][:CONTEXT].numpy() == 0)
-    assert mu_law_encode(0.0, mu) == 128
-    assert np.all(first["classes"][:CONTEXT].numpy() == 128)
     empty = first["states"][first["frame_index"][:CONTEXT]]
     assert not empty.any()
     # segment 1 has real audio in its context (no padding)
@@ -133,7 +128,7 @@ def test_collate_offsets_frame_index(root):
     batch = collate(items)
     counts = [len(it["states"]) for it in items]
     assert batch["frames"].shape == (sum(counts), 57, 780)
-    assert batch["frame_index"].shape == batch["audio"].shape == batch["classes"].shape == (
+    assert batch["frame_index"].shape == batch["audio"].shape == (
         3, CONTEXT + ds.window)
     assert batch["loss_start"] == CONTEXT
     assert batch["frame_item"].tolist() == [0] * counts[0] + [1] * counts[1] + [2] * counts[2]

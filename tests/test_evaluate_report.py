@@ -16,6 +16,7 @@ from deepsynth.data.toy import write_toy_corpus
 from deepsynth.evaluate import transcriber as transcribe_mod
 from deepsynth.model.deepsynth import DeepSynth
 from deepsynth.model.presets import get_preset
+from deepsynth.sim import keyboard
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def store(tmp_path_factory):
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("evalckpt") / "run" / "best.pt"
-    save_checkpoint(path, DeepSynth(get_preset("tiny").model),
+    save_checkpoint(path, DeepSynth(get_preset("tiny").model, keyboard.layout()),
                     extra={"preset": "tiny", "step": 40, "val_ce": 5.5})
     rows = ["step,epoch,train_ce,train_ce_bits,val_ce,val_ce_bits,val_acc,lr",
             "10,0.5,5.9,8.5,,,,0.001", "20,1,5.7,8.2,5.6,8.1,0.01,0.001",
@@ -61,7 +62,7 @@ def test_report_end_to_end_without_the_transcriber(store, checkpoint, tmp_path, 
     assert r["format"] == "deepsynth-evaluation" and r["checkpoint"]["preset"] == "tiny"
     tf = r["teacher_forced"]
     assert tf["segments"] == 4 and tf["samples"] == 4 * 20_000  # the 5 s only, no context
-    assert tf["context"] >= DeepSynth(get_preset("tiny").model).receptive_field
+    assert tf["context"] >= DeepSynth(get_preset("tiny").model, keyboard.layout()).receptive_field
     # a random model over 256 classes: CE near log 256, accuracy near chance
     assert 4.0 < tf["ce_nats"] < 7.0 and tf["ce_bits"] == pytest.approx(tf["ce_nats"] / np.log(2))
     assert 0 <= tf["accuracy"] < 0.1 and 0 < tf["unigram_ce_nats"] < np.log(256)

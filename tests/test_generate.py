@@ -28,7 +28,7 @@ def scaled(m: DeepSynth) -> DeepSynth:
 
 def model(name: str, seed: int = 0) -> DeepSynth:
     torch.manual_seed(seed)
-    return scaled(DeepSynth(get_preset(name).model).eval())
+    return scaled(DeepSynth(get_preset(name).model, keyboard.layout()).eval())
 
 
 def random_video(n_frames: int, n_samples: int, seed: int = 0) -> VideoSource:
@@ -80,15 +80,15 @@ LONG_WINDOW = dataclasses.replace(  # the key window, not the encoder, sets the 
 @pytest.mark.parametrize("name", ["small-paper", "small", "small-video", "small-traces",
                                   "small-keys", LONG_WINDOW])
 def test_chunked_conditioning_equals_the_conditioning_of_the_whole_piece(name):
-    m = model(name) if isinstance(name, str) else scaled(DeepSynth(name).eval())
+    m = model(name) if isinstance(name, str) else scaled(DeepSynth(name, keyboard.layout()).eval())
     T = 12_000  # about three conditioning contexts of the variants
     src = random_video(60, T)
     feats = frame_features(m, src)
     cond = Conditioner(m, [feats])  # its features end with the empty keyboard's row
     # the whole piece, after enough empty keyboard (a whole number of encoder blocks)
-    hop = m.cfg.encoder_hop
+    hop = m.condition_hop
     pre = m.condition_context + (-m.condition_context) % hop
-    index = np.concatenate([np.full(pre, len(feats)), src.frame_index(0, T + m.lookahead)])
+    index = np.concatenate([np.full(pre, len(feats[0])), src.frame_index(0, T + m.lookahead)])
     with torch.no_grad():
         full = m.condition_from_features(cond.features[0], torch.from_numpy(index)[None],
                                          pre + T)[0, :, pre:]
@@ -189,15 +189,15 @@ def _fused_vs_graphed(device: str, use_graph: bool | None):
     rng = np.random.default_rng(0)
     cond = (0.3 * rng.standard_normal((B, n, L, R2))).astype(np.float32)
     forced = rng.integers(0, 256, (B, n))
-    fused = FusedDecoderState(pack_decoder(m.decoder), B, m.silence)
-    graphed = GraphedDecoderState(m.decoder, B, m.silence, 400, device, use_graph)
+    fused = FusedDecoderState(pack_decoder(m.decoder), m.output, B)
+    graphed = GraphedDecoderState(m.decoder, m.output, B, 400, device, use_graph)
     _, want = fused.run(cond, n, forced=forced, keep_logits=True)
     _, a = graphed.run(cond[:, :400], 400, forced=forced[:, :400], keep_logits=True)
     _, b = graphed.run(cond[:, 400:], 200, forced=forced[:, 400:], keep_logits=True)
     assert np.abs(np.concatenate([a, b], 1) - want).max() <= 1e-4
-    u = rng.random((B, 300))
-    fused2 = FusedDecoderState(pack_decoder(m.decoder), B, m.silence)
-    graphed2 = GraphedDecoderState(m.decoder, B, m.silence, 300, device, use_graph)
+    u = rng.random((B, 300, 1))
+    fused2 = FusedDecoderState(pack_decoder(m.decoder), m.output, B)
+    graphed2 = GraphedDecoderState(m.decoder, m.output, B, 300, device, use_graph)
     c1, _ = fused2.run(cond[:, :300], 300, u, temperature=0.9)
     c2, _ = graphed2.run(cond[:, :300], 300, u, temperature=0.9)
     assert (c1 == c2).mean() > 0.99  # same draws; a rare float tie may differ

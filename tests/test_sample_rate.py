@@ -21,6 +21,7 @@ from deepsynth.data.store import open_song, read_manifest, song_dir
 from deepsynth.evaluate import transcriber as transcribe_mod
 from deepsynth.model.deepsynth import DeepSynth
 from deepsynth.model.presets import PRESETS, Durations, Preset, get_preset, samples
+from deepsynth.sim import keyboard
 
 SR = 16000
 
@@ -228,7 +229,8 @@ def test_demo_at_16khz(trained16, tmp_path, no_transcriber, capsys):
 def test_a_4khz_model_refuses_16khz_inputs(store16, corpus, tmp_path, capsys):
     torch.manual_seed(0)
     ckpt = tmp_path / "tiny4k.pt"
-    save_checkpoint(ckpt, DeepSynth(get_preset("tiny").model), extra={"preset": "tiny"})
+    save_checkpoint(ckpt, DeepSynth(get_preset("tiny").model, keyboard.layout()),
+                    extra={"preset": "tiny"})
     assert main(["simulate", str(corpus / "b.mid"), "-o", str(tmp_path), "--sample-rate",
                  str(SR), "-q"]) == 0
     capsys.readouterr()

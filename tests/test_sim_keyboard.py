@@ -4,15 +4,15 @@ import pytest
 from deepsynth.sim import keyboard as kb
 
 
-def test_geometry_counts_and_size():
-    g = kb.geometry()
+def test_layout_counts_and_size():
+    g = kb.layout()
     assert g.key_map.shape == (kb.HEIGHT, kb.WIDTH) == (57, 780)
     assert g.black.sum() == 36 and (~g.black).sum() == 52
-    assert kb.geometry().base.dtype == np.uint8
+    assert kb.layout().base.dtype == np.uint8
 
 
 def test_every_key_has_pixels_of_its_own_and_no_overlap():
-    masks = kb.geometry().masks
+    masks = kb.layout().masks
     assert masks.shape == (88, 57, 780)
     assert masks.sum(axis=0).max() == 1  # no pixel belongs to two keys
     own = masks.sum(axis=(1, 2))
@@ -20,7 +20,7 @@ def test_every_key_has_pixels_of_its_own_and_no_overlap():
 
 
 def test_black_keys_narrower_and_shorter():
-    g = kb.geometry()
+    g = kb.layout()
     masks = g.masks
     cols = masks.any(axis=1).sum(axis=1)  # width of each key
     rows = masks.any(axis=2).sum(axis=1)  # height
@@ -33,7 +33,7 @@ def test_black_keys_narrower_and_shorter():
 
 
 def test_borders_visible_between_white_keys():
-    g = kb.geometry()
+    g = kb.layout()
     bottom = g.base[-1]
     assert (bottom == kb.BORDER).sum() == 52  # one border column per white key
     assert len({kb.WHITE_UP, kb.WHITE_DOWN, kb.BLACK_UP, kb.BLACK_DOWN, kb.BORDER}) == 5
@@ -49,7 +49,7 @@ def test_render_batch_equals_single_and_reads_back():
 
 
 def test_pressed_shades():
-    g = kb.geometry()
+    g = kb.layout()
     s = np.zeros(88, bool)
     s[[0, 1]] = True  # A0 (white), A#0 (black)
     f = kb.render(s)

@@ -11,6 +11,7 @@ import torch
 from deepsynth.checkpoint import load_checkpoint, save_checkpoint, shard_files
 from deepsynth.errors import DeepSynthError
 from deepsynth.model import DeepSynth, get_preset
+from deepsynth.sim import keyboard
 from deepsynth.train import RunOptions, TrainConfig, load_training_state, train
 from deepsynth.train.logs import COLUMNS, read_metrics
 
@@ -58,7 +59,7 @@ def test_run_folder_has_every_log(run):
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
     config = json.loads((out / "config.json").read_text())
-    model = DeepSynth(get_preset("tiny").model)
+    model = DeepSynth(get_preset("tiny").model, keyboard.layout())
     assert config["context"] == model.receptive_field
     assert config["train"]["l2"] == get_preset("tiny").l2  # the preset's L2 by default
 
@@ -133,7 +134,8 @@ def test_resume_refusals(store, tmp_path):
             train(store, out, "tiny", RECIPE, RunOptions(max_steps=4, resume=mode, **QUIET))
         assert "last.pt" in str(info.value) and "\n" not in str(info.value)
     # a model-only checkpoint cannot be resumed from
-    save_checkpoint(out / "last.pt", DeepSynth(get_preset("tiny").model), extra={})
+    save_checkpoint(out / "last.pt", DeepSynth(get_preset("tiny").model, keyboard.layout()),
+                    extra={})
     with pytest.raises(DeepSynthError, match="no training state"):
         train(store, out, None, None, RunOptions(max_steps=4, resume="always", **QUIET))
 
@@ -156,7 +158,8 @@ def test_no_video_ablation_trains_without_frames(store, tmp_path):
     assert model.cfg.no_video and model.frame_cnn is None and model.encoder is None
     assert payload["extra"]["train_config"]["no_video"] is True
     assert r.step == 4 and all(r["train_ce"] > 0 for r in metrics(out))
-    video = sum(p.numel() for p in DeepSynth(get_preset("tiny").model).parameters())
+    video_model = DeepSynth(get_preset("tiny").model, keyboard.layout())
+    video = sum(p.numel() for p in video_model.parameters())
     assert sum(p.numel() for p in model.parameters()) < video
 
 

@@ -1,18 +1,22 @@
 """The pieces of the recipe, one at a time: schedule, loss positions, L2, clipping, the data
 order per epoch and per process, sharded checkpoints."""
 
+import functools
 import math
 
 import pytest
 import torch
 
 from deepsynth.checkpoint import load_checkpoint, read_payload, save_checkpoint, shard_files
+from deepsynth.config import AudioConfig
 from deepsynth.errors import DeepSynthError
 from deepsynth.model import DeepSynth, get_preset
+from deepsynth.model.output import MuLawSoftmax
+from deepsynth.sim import keyboard
 from deepsynth.train import TrainConfig, lr_at
 from deepsynth.train.config import RunOptions
 from deepsynth.train.data import DeviceBatch, epoch_batches, steps_per_epoch, validation_batches
-from deepsynth.train.objective import decayed_parameters, l2_penalty, segment_ce
+from deepsynth.train.objective import decayed_parameters, l2_penalty, segment_loss
 from deepsynth.train.step import train_step
 
 # --- schedule -------------------------------------------------------------------------------
@@ -62,6 +66,7 @@ def test_loss_covers_only_positions_from_loss_start():
     B, K, T, start = 3, 256, 50, 20
     logits = torch.randn(B, K, T, generator=g, requires_grad=True)
     classes = torch.randint(0, K, (B, T), generator=g)
+    segment_ce = functools.partial(segment_loss, MuLawSoftmax(AudioConfig()))
     loss = segment_ce(logits, classes, start)
     manual = torch.nn.functional.cross_entropy(
         logits[:, :, start:].permute(0, 2, 1).reshape(-1, K), classes[:, start:].reshape(-1))
@@ -79,7 +84,7 @@ def test_loss_covers_only_positions_from_loss_start():
 
 
 def test_l2_penalty_is_half_the_squared_weights_without_biases():
-    model = DeepSynth(get_preset("tiny").model)
+    model = DeepSynth(get_preset("tiny").model, keyboard.layout())
     decayed = decayed_parameters(model)
     names = {n for n, p in model.named_parameters() if any(p is q for q in decayed)}
     assert names and all(not n.endswith("bias") for n in names)
@@ -96,24 +101,26 @@ def tiny_batch(model, B=3, T=300, N=4, start=40, seed=1):
     g = torch.Generator().manual_seed(seed)
     frames = torch.randint(0, 256, (N, 57, 780), generator=g).to(torch.uint8)
     index = torch.sort(torch.randint(0, N, (B, T), generator=g), dim=1).values
-    return DeviceBatch(frames, index, torch.randint(0, 256, (B, T), generator=g), start)
+    audio = torch.rand(B, T, generator=g) * 2 - 1
+    return DeviceBatch(frames, index, audio, start)
 
 
 def test_gradient_is_clipped_and_its_norm_logged_before_clipping():
     torch.manual_seed(0)
-    model = DeepSynth(get_preset("tiny").model)
+    model = DeepSynth(get_preset("tiny").model, keyboard.layout())
     params = list(model.parameters())
     batch = tiny_batch(model)
     # the unclipped gradient, measured by hand
     model.zero_grad()
-    segment_ce(model(batch.frames, batch.frame_index, batch.classes), batch.classes,
-               batch.loss_start).backward()
+    classes = model.output.encode(batch.audio)
+    segment_loss(model.output, model(batch.frames, batch.frame_index, classes), classes,
+                 batch.loss_start).backward()
     norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params if p.grad is not None))
     norm = norm.item()
     before = [p.detach().clone() for p in params]
     clip = norm / 100
     sgd = torch.optim.SGD(params, lr=1.0)  # the update is minus the clipped gradient
-    r = train_step(model, batch, sgd, params, [], 0.0, clip)
+    r = train_step(model, model.output, batch, sgd, params, [], 0.0, clip)
     assert r.grad_norm.item() == pytest.approx(norm, rel=1e-4)  # logged before clipping
     step = math.sqrt(sum(float(((p.detach() - b).double() ** 2).sum())
                          for p, b in zip(params, before, strict=True)))
@@ -122,7 +129,7 @@ def test_gradient_is_clipped_and_its_norm_logged_before_clipping():
     for limit in (norm * 10, 0.0):
         model.load_state_dict({k: v for k, v in zip(model.state_dict(), before, strict=True)})
         before2 = [p.detach().clone() for p in params]
-        r = train_step(model, batch, sgd, params, [], 0.0, limit)
+        r = train_step(model, model.output, batch, sgd, params, [], 0.0, limit)
         step = math.sqrt(sum(float(((p.detach() - b).double() ** 2).sum())
                              for p, b in zip(params, before2, strict=True)))
         assert step == pytest.approx(r.grad_norm.item(), rel=1e-3)
@@ -156,7 +163,7 @@ def test_epoch_batches_are_seeded_permutations_shared_among_processes():
 
 def test_sharded_checkpoint_round_trip_and_damage(tmp_path):
     torch.manual_seed(0)
-    model = DeepSynth(get_preset("tiny").model)
+    model = DeepSynth(get_preset("tiny").model, keyboard.layout())
     path = tmp_path / "last.pt"
     opt = torch.optim.Adam(model.parameters())
     shard_mb = 0.02  # about 20 kB per part: several parts for the tiny model + Adam

@@ -29,7 +29,7 @@ def test_resident_batches_equal_the_loader_batches(store, windows):
         want = to_device(collate([ds[i] for i in indices]), torch.device("cpu"))
         got = resident.batch(indices)
         assert got.loss_start == want.loss_start
-        assert torch.equal(got.classes, want.classes)
+        assert torch.equal(got.audio, want.audio)
         assert got.frame_index.shape == want.frame_index.shape
         assert np.array_equal(shown_states(got.frames, got.frame_index),
                               shown_states(want.frames, want.frame_index))
@@ -42,7 +42,7 @@ def test_resident_without_video_has_audio_only(store):
     got = ResidentSegments(ds, "cpu", video=False).batch([0, 1])
     want = collate([ds[0], ds[1]])
     assert got.frames is None and got.frame_index is None
-    assert torch.equal(got.classes, want["classes"])
+    assert torch.equal(got.audio, want["audio"])
 
 
 @pytest.mark.gpu
@@ -50,6 +50,6 @@ def test_resident_batches_on_the_gpu_match_the_cpu(store):
     ds = SegmentDataset(store, "train", context=40, video_context=500, lookahead=15)
     cpu = ResidentSegments(ds, "cpu").batch([0, 2, 1])
     gpu = ResidentSegments(ds, "cuda").batch([0, 2, 1])
-    assert torch.equal(gpu.classes.cpu(), cpu.classes)
+    assert torch.equal(gpu.audio.cpu(), cpu.audio)
     assert torch.equal(gpu.frame_index.cpu(), cpu.frame_index)
     assert torch.equal(gpu.frames.cpu(), cpu.frames)

@@ -1,9 +1,12 @@
 """Checkpoints: one file holds the model's config and weights (plus whatever the caller adds), so
 the file alone rebuilds the model. Written atomically; read with `torch.load(weights_only=True)`.
 
-Payload (plain dicts, tensors, numbers and strings only):
+Payload (plain dicts, tensors, numbers, strings and bytes only):
     {"format": "deepsynth-checkpoint", "version": 1, "config": to_dict(ModelConfig),
-     "model": state_dict, "extra": {...}, **states}   # e.g. optimizer=opt.state_dict()
+     "layout": KeyboardLayout.to_dict() or None, "model": state_dict, "extra": {...},
+     **states}   # e.g. optimizer=opt.state_dict()
+"layout" is the keyboard the model was trained on (None: a model without one); files written
+before layouts were stored have no "layout" and load with the simulator's keyboard.
 
 Sharded checkpoints (`save_checkpoint(..., shard_mb=16)`, for machines that hand back files of at
 most 16 MiB): when the serialized payload is larger than the limit, its bytes are cut into parts
@@ -29,11 +32,12 @@ import torch
 
 from deepsynth.config import ModelConfig, from_dict, to_dict
 from deepsynth.errors import DeepSynthError
+from deepsynth.layout import KeyboardLayout
 from deepsynth.model.deepsynth import DeepSynth
 
 FORMAT = "deepsynth-checkpoint"
 VERSION = 1
-RESERVED = ("format", "version", "config", "model", "extra", "shards")
+RESERVED = ("format", "version", "config", "layout", "model", "extra", "shards")
 MIB = 1 << 20
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -154,6 +158,7 @@ def save_checkpoint(
         "format": FORMAT,
         "version": VERSION,
         "config": to_dict(model.cfg),
+        "layout": None if model.layout is None else model.layout.to_dict(),
         "model": weights,
         "extra": dict(extra or {}),
         **states,
@@ -193,13 +198,24 @@ def load_checkpoint(
     payload = read_payload(path, map_location)
     try:
         cfg = from_dict(ModelConfig, payload["config"])
-        model = DeepSynth(cfg)
+        model = DeepSynth(cfg, payload_layout(payload))
         model.load_state_dict(payload["model"])
     except Exception as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise DeepSynthError(f"checkpoint {path} does not match its model: {reason}") from e
     device = map_location if isinstance(map_location, str | torch.device) else "cpu"
     return model.to(device).eval(), payload
+
+
+def payload_layout(payload: dict[str, Any]) -> KeyboardLayout | None:
+    """The keyboard layout a checkpoint's model was trained on: the one it stores, or the
+    simulator's for a file written before layouts were stored."""
+    if "layout" not in payload:
+        from deepsynth.sim import keyboard
+
+        return keyboard.layout()
+    data = payload["layout"]
+    return None if data is None else KeyboardLayout.from_dict(data)
 
 
 def export_checkpoint(

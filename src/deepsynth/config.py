@@ -41,12 +41,21 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+# Fields older files hold and `from_dict` drops: the frame size now comes with the model's keyboard
+# layout (deepsynth.layout), stored beside the config.
+RETIRED_FIELDS: dict[str, tuple[str, ...]] = {"ModelConfig": ("frame_height", "frame_width")}
+
+
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a (possibly nested) frozen dataclass from `to_dict` output."""
+    """Rebuild a (possibly nested) frozen dataclass from `to_dict` output (fields listed in
+    `RETIRED_FIELDS` for its class are dropped)."""
     kwargs = {}
     hints = {f.name: f for f in dataclasses.fields(cls)}
+    retired = RETIRED_FIELDS.get(cls.__name__, ())
     for name, value in data.items():
         if name not in hints:
+            if name in retired:
+                continue
             raise ValueError(f"unknown field {name!r} for {cls.__name__}")
         default = getattr(cls, name, None) if hasattr(cls, name) else None
         if isinstance(value, dict) and dataclasses.is_dataclass(default):
@@ -120,8 +129,6 @@ class ModelConfig:
     """The whole network: frame CNN -> video encoder -> conditional WaveNet decoder."""
 
     audio: AudioConfig = AudioConfig()
-    frame_height: int = 57
-    frame_width: int = 780
     cnn: FrameCNNConfig = FrameCNNConfig()
     encoder: StackConfig = StackConfig()
     decoder: StackConfig = StackConfig()
@@ -134,6 +141,8 @@ class ModelConfig:
     # decoder blocks that read the conditioning, counted from the first (0: every block, the
     # paper); the first block's reaches the rest through the residual path
     cond_layers: int = 0
+    # the next sample's distribution (deepsynth.model.output): the paper's 256-way mu-law softmax
+    output: str = "mulaw-softmax"
 
     def __post_init__(self) -> None:
         if self.encoder_hop < 1 or self.lookahead < 0:

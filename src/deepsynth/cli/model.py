@@ -11,6 +11,7 @@ from deepsynth.errors import DeepSynthError
 def cmd_info(args) -> int:
     from deepsynth.model.info import format_info_table, model_info
     from deepsynth.model.presets import PRESETS, get_preset
+    from deepsynth.sim.keyboard import layout
 
     if args.sample_rate <= 0:
         raise DeepSynthError(f"--sample-rate must be positive, got {args.sample_rate}")
@@ -19,7 +20,8 @@ def cmd_info(args) -> int:
     rows = []
     for name in names:
         preset = get_preset(name)
-        rows.append({"preset": name, "l2": preset.l2} | model_info(preset.model_for(audio)))
+        info = model_info(preset.model_for(audio), layout())
+        rows.append({"preset": name, "l2": preset.l2} | info)
     if args.json:
         print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2, default=str))
     else:

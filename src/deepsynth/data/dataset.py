@@ -9,13 +9,14 @@ sample of a song the context is silence (audio 0) and the empty keyboard (no key
 Item (a dict):
     frames       uint8 (N, 57, 780): the distinct keyboard pictures the item shows, in order of
                  first appearance (absent when render_frames=False)
-    states       bool (N, 88): the key states the frames are drawn from (keyboard.render)
+    states       bool (N, 88): the key states the frames are drawn from (the simulator's
+                 keyboard layout, sim.keyboard.layout().render)
     frame_index  int64 (V + T + L,): row of `frames` shown at each sample of the item's video,
                  which starts V = video_context samples before the audio and runs L = lookahead
                  samples past it (both 0 by default: then one column per audio sample)
     frame_starts int64 (N,): first column of frame_index at which each frame is shown, so
                  frame_starts[frame_index[c]] <= c: no column reads a frame from its future
-    audio        float32 (T,) in [-1, 1]; classes int64 (T,): its mu-law classes (mu + 1 of them)
+    audio        float32 (T,) in [-1, 1] (the model's output distribution makes its classes)
     loss_start   int (= context); song (id), segment (k), start (song sample of loss_start)
 
 Identical pictures inside one item are stored once, so a model runs its frame CNN once per
@@ -34,12 +35,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from deepsynth.audio import INT16_SCALE, mu_law_encode
+from deepsynth.audio import INT16_SCALE
 from deepsynth.config import AudioConfig, from_dict
 from deepsynth.data import store
 from deepsynth.data.segments import SegmentConfig, n_segments
 from deepsynth.data.splits import SPLITS
 from deepsynth.errors import DeepSynthError
+from deepsynth.layout import KeyboardLayout
 from deepsynth.sim import keyboard
 
 
@@ -73,8 +75,8 @@ def distinct_pictures(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_item(
-    song: store.Song, start: int, window: int, context: int = 0, mu: int = 255,
-    render_frames: bool = True, video_context: int = 0, lookahead: int = 0,
+    song: store.Song, start: int, window: int, context: int = 0, render_frames: bool = True,
+    video_context: int = 0, lookahead: int = 0,
 ) -> dict:
     """The item for samples [start - context, start + window) of `song` (see the module doc),
     its video reaching `video_context` samples further back and `lookahead` samples further on."""
@@ -105,14 +107,13 @@ def make_item(
         "frame_index": torch.from_numpy(frame_of_row[row_of_sample].astype(np.int64)),
         "frame_starts": torch.from_numpy(row_start[unique_rows].astype(np.int64)),
         "audio": torch.from_numpy(audio),
-        "classes": torch.from_numpy(mu_law_encode(audio, mu).astype(np.int64)),
         "loss_start": int(context),
         "video_context": int(video_context),
         "song": song.id,
         "start": int(start),
     }
     if render_frames:
-        item["frames"] = torch.from_numpy(keyboard.render(states))
+        item["frames"] = torch.from_numpy(keyboard.layout().render(states))
     return item
 
 
@@ -192,8 +193,7 @@ class SegmentDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         number, k = self.locate(index)
         item = make_item(self.song(number), k * self.hop, self.window, self.context,
-                         self.audio_config.mu, self.render_frames, self.video_context,
-                         self.lookahead)
+                         self.render_frames, self.video_context, self.lookahead)
         item["segment"] = k
         return item
 
@@ -205,7 +205,7 @@ class SegmentDataset(Dataset):
 
 def collate(items: Sequence[dict]) -> dict:
     """Items -> a batch: frames (and states) of all items concatenated, frame_index offset so
-    frame_index[b, t] indexes the batch's frames; audio, classes, frame_index stacked (B, T).
+    frame_index[b, t] indexes the batch's frames; audio, frame_index stacked (B, T).
 
     Also `frame_item` (N,): the item each frame belongs to. `loss_start` stays an int (all items
     of a batch must share it).
@@ -224,7 +224,6 @@ def collate(items: Sequence[dict]) -> dict:
         "frame_starts": torch.cat([it["frame_starts"] for it in items]),
         "frame_item": torch.repeat_interleave(torch.arange(len(items)), counts),
         "audio": torch.stack([it["audio"] for it in items]),
-        "classes": torch.stack([it["classes"] for it in items]),
         "loss_start": loss_start.pop(),
         "song": [it["song"] for it in items],
         "segment": torch.tensor([it.get("segment", -1) for it in items], dtype=torch.int64),
@@ -252,20 +251,22 @@ def validation_subset(dataset: SegmentDataset, n: int = 100, seed: int = 0) -> S
     return Subset(dataset, chosen.tolist())
 
 
-_TORCH_MAPS: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+_TORCH_MAPS: dict[tuple[KeyboardLayout, torch.device],
+                  tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
 
-def render_frames_torch(states: torch.Tensor) -> torch.Tensor:
-    """Key states (N, 88) bool -> frames (N, 57, 780) uint8 on the states' device (a GPU
-    trainer renders there); the same pictures as keyboard.render."""
+def render_frames_torch(states: torch.Tensor,
+                        layout: KeyboardLayout | None = None) -> torch.Tensor:
+    """Key states (N, 88) bool -> frames (N, H, W) uint8 on the states' device (a GPU trainer
+    renders there); the same pictures as `layout.render` (default: the simulator's keyboard)."""
+    layout = keyboard.layout() if layout is None else layout
     device = states.device
-    if device not in _TORCH_MAPS:
-        g = keyboard.geometry()
-        key_map = torch.as_tensor(np.where(g.key_map < 0, keyboard.N_KEYS, g.key_map),
+    if (layout, device) not in _TORCH_MAPS:
+        key_map = torch.as_tensor(np.where(layout.key_map < 0, keyboard.N_KEYS, layout.key_map),
                                   dtype=torch.int64, device=device)
-        _TORCH_MAPS[device] = (key_map, torch.tensor(g.base, device=device),
-                               torch.tensor(g.pressed, device=device))
-    key_map, base, pressed = _TORCH_MAPS[device]
+        _TORCH_MAPS[layout, device] = (key_map, torch.tensor(layout.base, device=device),
+                                       torch.tensor(layout.pressed, device=device))
+    key_map, base, pressed = _TORCH_MAPS[layout, device]
     states = states.to(torch.bool)
     padded = torch.cat([states, states.new_zeros((len(states), 1))], dim=1)
     return torch.where(padded[:, key_map], pressed, base)

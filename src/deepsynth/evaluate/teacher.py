@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from deepsynth.errors import DeepSynthError
 from deepsynth.model.deepsynth import DeepSynth
@@ -56,25 +55,25 @@ def teacher_forced_scores(
     indices = list(validation_subset(ds, n=segments, seed=seed).indices)
     device = torch.device(device)
     model = model.to(device).eval()
-    n_classes = model.cfg.n_classes
-    counts = torch.zeros(n_classes, dtype=torch.float64)
+    output = model.output
+    counts = torch.zeros(output.n_inputs, dtype=torch.float64)
     ce_total, correct, samples = 0.0, 0, 0
     per_segment = []
     for lo in range(0, len(indices), batch_size):
         batch = collate([ds[i] for i in indices[lo : lo + batch_size]])
         start = batch["loss_start"]
-        classes = batch["classes"].to(device)
+        classes = output.encode(batch["audio"].to(device))
         frames = index = None
         if not model.cfg.no_video:
             frames, index = batch["frames"].to(device), batch["frame_index"].to(device)
-        logits = model(frames, index, classes)[:, :, start:].float()
+        params = model(frames, index, classes)[:, :, start:]
         target = classes[:, start:]
-        ce = F.cross_entropy(logits, target, reduction="none")  # (B, T)
-        hits = logits.argmax(dim=1) == target
+        ce = output.loss(params, target, reduction="none")  # (B, T)
+        hits = output.most_likely(params) == target
         ce_total += float(ce.double().sum())
         correct += int(hits.sum())
         samples += target.numel()
-        counts += torch.bincount(target.reshape(-1).cpu(), minlength=n_classes).double()
+        counts += torch.bincount(target.reshape(-1).cpu(), minlength=output.n_inputs).double()
         for b in range(len(target)):
             per_segment.append({"song": batch["song"][b], "segment": int(batch["segment"][b]),
                                 "ce_nats": float(ce[b].double().mean()),

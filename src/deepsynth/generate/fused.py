@@ -13,12 +13,16 @@ projection of the video encoder's output) is computed in parallel for a chunk be
 
 from __future__ import annotations
 
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import torch
 from numba import njit, prange
 
+from deepsynth.model.output import MuLawSoftmax, OutputDistribution
 from deepsynth.model.wavenet import WaveNetDecoder
 
 
@@ -80,8 +84,7 @@ def pack_decoder(decoder: WaveNetDecoder) -> PackedDecoder:
     )
 
 
-@njit(cache=True, fastmath=True, nogil=True)
-def _run_one(
+def _run_one_py(
     p_embed,
     conv_w,
     conv_b,
@@ -107,7 +110,9 @@ def _run_one(
 ):
     """Samples t0 .. t0 + T - 1 of one sequence. cache (cache_len, R) ring buffers; cond
     (T, L, 2R) or (0, 0, 0) without conditioning; forced (T,) classes for teacher forcing or (0,);
-    uniforms (T,) in [0, 1) for sampling; writes classes (T,) and, if keep_logits, logits (T, K)."""
+    uniforms (T, U) in [0, 1) for sampling; writes classes (T,) and, if keep_logits, the head's
+    outputs (T, K). The next class comes from `_sample`, the output distribution's sampler
+    (a global, so the kernel of the default distribution is cached on disk)."""
     n_layers = conv_w.shape[0]
     R = p_embed.shape[1]
     S = h1w.shape[0]
@@ -169,41 +174,21 @@ def _run_one(
             for i in range(S):
                 acc += h1w[o, i] * skip[i]
             hid[o] = max(acc, 0.0)
-        best = 0
         for o in range(K):
             acc = h2b[o]
             for i in range(S):
                 acc += h2w[o, i] * hid[i]
             logits[o] = acc
-            if acc > logits[best]:
-                best = o
         if keep_logits:
             for o in range(K):
                 logits_out[tt, o] = logits[o]
-        if forced.shape[0] > 0:
-            nxt = forced[tt]
-        elif inv_temp <= 0.0:  # temperature 0: the most likely class
-            nxt = best
-        else:  # inverse-CDF sampling from softmax(logits / temperature)
-            top = logits[best]
-            total = 0.0
-            for o in range(K):
-                total += np.exp((logits[o] - top) * inv_temp)
-            target = uniforms[tt] * total
-            acc = 0.0
-            nxt = K - 1
-            for o in range(K):
-                acc += np.exp((logits[o] - top) * inv_temp)
-                if acc > target:
-                    nxt = o
-                    break
+        nxt = forced[tt] if forced.shape[0] > 0 else _sample(logits, uniforms[tt], inv_temp)
         classes[tt] = nxt
         prev = nxt
     return prev
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _run_batch(
+def _run_batch_py(
     p_embed,
     conv_w,
     conv_b,
@@ -256,44 +241,71 @@ def _run_batch(
         )
 
 
+# the default distribution's kernels, compiled once and cached on disk
+_sample = njit(cache=True, fastmath=True, nogil=True)(MuLawSoftmax.sample_one)
+_run_one = njit(cache=True, fastmath=True, nogil=True)(_run_one_py)
+_run_batch = njit(cache=True, parallel=True, nogil=True)(_run_batch_py)
+
+
+@cache
+def kernels(sample_one: Callable) -> tuple[Callable, Callable]:
+    """(one sequence, batch) kernels that draw each sample with `sample_one` (an output
+    distribution's sampler): the cached ones for the default, else compiled now (not cached:
+    numba caches no function whose globals differ from its module's)."""
+    if sample_one is MuLawSoftmax.sample_one:
+        return _run_one, _run_batch
+
+    def rebind(fn, name: str, **names):
+        return types.FunctionType(fn.__code__, {**globals(), **names}, name)
+
+    one = njit(fastmath=True, nogil=True)(
+        rebind(_run_one_py, "_run_one", _sample=njit(fastmath=True, nogil=True)(sample_one)))
+    batch = njit(parallel=True, nogil=True)(rebind(_run_batch_py, "_run_batch", _run_one=one))
+    return one, batch
+
+
 class FusedDecoderState:
     """The decoder's cache for a batch, and the loop over chunks of samples."""
 
-    def __init__(self, packed: PackedDecoder, batch: int, first_class: int) -> None:
+    def __init__(self, packed: PackedDecoder, output: OutputDistribution, batch: int) -> None:
         self.p = packed
+        self.output = output
         self.cache = np.zeros((batch, packed.cache_len, packed.residual), np.float32)
-        self.prev = np.full(batch, first_class, np.int64)
+        self.prev = np.full(batch, output.silence, np.int64)
         self.t = 0
+        self._one, self._batch = kernels(output.sample_one)
 
     def run(
         self,
         cond: np.ndarray | None,  # (B, T, L, 2R) float32
         n: int,
-        uniforms: np.ndarray | None = None,  # (B, T)
+        uniforms: np.ndarray | None = None,  # (B, T, U)
         temperature: float = 1.0,
         forced: np.ndarray | None = None,  # (B, T) int64
         keep_logits: bool = False,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Generate (or, with `forced`, score) the next `n` samples -> (classes (B, n), logits)."""
+        """Generate (or, with `forced`, score) the next `n` samples -> (classes (B, n), the
+        head's outputs (B, n, K) if keep_logits)."""
         p, B = self.p, self.cache.shape[0]
         K = p.head2_w.shape[0]
         classes = np.empty((B, n), np.int64)
         logits = np.empty((B, n if keep_logits else 0, K), np.float32)
         cond = np.zeros((B, 0, 0, 0), np.float32) if cond is None else cond
         forced = np.zeros((B, 0), np.int64) if forced is None else forced
-        uniforms = np.zeros((B, n), np.float64) if uniforms is None else uniforms
+        if uniforms is None:
+            uniforms = np.zeros((B, n, self.output.n_uniforms), np.float64)
         inv_temp = 0.0 if temperature <= 0 else 1.0 / temperature
         args = (p.embed, p.conv_w, p.conv_b, p.out_w, p.out_b, p.head1_w, p.head1_b,
                 p.head2_w, p.head2_b, p.dilations, p.offsets, p.kernel)
         cond = np.ascontiguousarray(cond, np.float32)
         forced = np.ascontiguousarray(forced, np.int64)
-        uniforms = np.ascontiguousarray(uniforms)
+        uniforms = np.ascontiguousarray(uniforms, np.float64)
         if B == 1:  # no thread pool for a single sequence
-            self.prev[0] = _run_one(*args, self.cache[0], self.t, cond[0], self.prev[0],
-                                    forced[0], uniforms[0], inv_temp, classes[0], logits[0],
-                                    keep_logits)
+            self.prev[0] = self._one(*args, self.cache[0], self.t, cond[0], self.prev[0],
+                                     forced[0], uniforms[0], inv_temp, classes[0], logits[0],
+                                     keep_logits)
         else:
-            _run_batch(*args, self.cache, self.t, cond, self.prev, forced, uniforms, inv_temp,
-                       classes, logits, keep_logits)
+            self._batch(*args, self.cache, self.t, cond, self.prev, forced, uniforms, inv_temp,
+                        classes, logits, keep_logits)
         self.t += n
         return classes, (logits if keep_logits else None)

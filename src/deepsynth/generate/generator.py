@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deepsynth.audio import float_to_int16, mu_law_decode
+from deepsynth.audio import float_to_int16
 from deepsynth.generate.fused import FusedDecoderState, pack_decoder
 from deepsynth.generate.sources import VideoSource
+from deepsynth.layout import N_KEYS
 from deepsynth.model.deepsynth import DeepSynth
-from deepsynth.sim import keyboard
 
 COND_BUDGET_BYTES = 64 << 20  # per chunk, for the per-layer conditioning of the whole batch
 CHUNK_SAMPLES = (64, 4000)  # the fewest and most samples a chunk holds (a clip, not a rate)
@@ -45,16 +45,18 @@ class Conditioner:
     conditioning near the start sees `condition_context` samples of it: a key down at sample 0
     is a press there too."""
 
-    def __init__(self, model: DeepSynth, features: Sequence[torch.Tensor | None]) -> None:
+    def __init__(self, model: DeepSynth, features: Sequence[list[torch.Tensor] | None]) -> None:
+        """`features`: per source, each conditioning path's rows of its unique frames."""
         self.model = model
         conditioned = model.conditioned
         self.context = model.condition_context
-        self.hop = model.cfg.encoder_hop
-        if conditioned:  # one more row: the features of the empty keyboard
+        self.hop = model.condition_hop
+        if conditioned:  # one more row per path: the features of the empty keyboard
             with torch.no_grad():
                 empty = model.frame_features(torch.from_numpy(
-                    keyboard.render(np.zeros((1, keyboard.N_KEYS), dtype=bool))))
-            features = [torch.cat([f, empty]) for f in features]
+                    model.layout.render(np.zeros((1, N_KEYS), dtype=bool))))
+            features = [[torch.cat([f, e]) for f, e in zip(fs, empty, strict=True)]
+                        for fs in features]
         self.features = features
         # (L, 2R, C): each layer's 1x1 projection of the conditioning
         self.proj = model.decoder.stack.cond_weights() if conditioned else None
@@ -69,10 +71,10 @@ class Conditioner:
         out = []
         for src, feats, start in zip(sources, self.features, starts, strict=True):
             lo = start - self.context
-            lo -= lo % self.hop  # encoder blocks stay where they are over the whole piece
+            lo -= lo % self.hop  # the paths' blocks stay where they are over the whole piece
             idx = src.frame_index(lo, start + n + self.model.lookahead)
             if lo < 0:
-                idx[: -lo] = len(feats) - 1  # before the piece: the empty keyboard
+                idx[: -lo] = len(feats[0]) - 1  # before the piece: the empty keyboard
             idx = torch.from_numpy(idx)
             cond = self.model.condition_from_features(feats, idx[None], start + n - lo)
             cond = cond[0, :, start - lo :]  # (C, n)
@@ -81,15 +83,16 @@ class Conditioner:
 
 
 @torch.no_grad()
-def frame_features(model: DeepSynth, source: VideoSource) -> torch.Tensor | None:
-    """The CNN's features of every unique frame of `source` (None for a model without video)."""
+def frame_features(model: DeepSynth, source: VideoSource) -> list[torch.Tensor] | None:
+    """Each conditioning path's rows for every unique frame of `source` (None for a model
+    without video)."""
     if not model.conditioned:
         return None
     parts = [
         model.frame_features(torch.from_numpy(np.ascontiguousarray(b)))
         for b in source.frame_batches()
     ]
-    return torch.cat(parts)
+    return [torch.cat(rows) for rows in zip(*parts, strict=True)]
 
 
 def chunk_length(model: DeepSynth, batch: int, requested: int | None = None) -> int:
@@ -103,11 +106,11 @@ def chunk_length(model: DeepSynth, batch: int, requested: int | None = None) -> 
 def decoder_state(model: DeepSynth, batch: int, chunk: int, device: str = "cpu"):
     """The decoder's cache and step loop: fused numba kernel on the CPU, graphed PyTorch else."""
     if torch.device(device).type == "cpu":
-        return FusedDecoderState(pack_decoder(model.decoder), batch, model.silence)
+        return FusedDecoderState(pack_decoder(model.decoder), model.output, batch)
     from deepsynth.generate.graphed import GraphedDecoderState
 
     decoder = copy.deepcopy(model.decoder)
-    return GraphedDecoderState(decoder, batch, model.silence, chunk, device)
+    return GraphedDecoderState(decoder, model.output, batch, chunk, device)
 
 
 @torch.no_grad()
@@ -145,16 +148,15 @@ def _generate(model, sources, windows, temperature, seed, chunk, on_chunk, devic
     state = decoder_state(model, len(sources), step, device)
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(sources))]
     outputs: list[list[np.ndarray]] = [[] for _ in sources]
-    mu = model.cfg.audio.mu
     for t in range(0, total, step):
         n = min(step, total - t)
         cond = conditioner.chunk(sources, [w.start + t for w in windows], n)
-        uniforms = np.stack([r.random(n) for r in rngs])
+        uniforms = np.stack([r.random((n, model.output.n_uniforms)) for r in rngs])
         classes, _ = state.run(cond, n, uniforms, temperature)
         pieces = []
         for b, w in enumerate(windows):
             keep = max(0, min(n, w.length - t))
-            pcm = float_to_int16(mu_law_decode(classes[b, :keep], mu))
+            pcm = float_to_int16(model.output.decode(classes[b, :keep]))
             outputs[b].append(pcm)
             pieces.append(pcm)
         if on_chunk is not None:
@@ -175,7 +177,7 @@ def score_incremental(
     forward takes it: extra video context before the audio and the lookahead after it)."""
     model = model.eval().float().cpu()
     B, T = audio.shape
-    state = FusedDecoderState(pack_decoder(model.decoder), B, model.silence)
+    state = FusedDecoderState(pack_decoder(model.decoder), model.output, B)
     feats = model.frame_features(frames) if model.conditioned else None
     proj = model.decoder.stack.cond_weights() if model.conditioned else None
     cond_all = None if feats is None else model.condition_from_features(feats, frame_index, T)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from deepsynth.model.output import OutputDistribution
 from deepsynth.model.wavenet import WaveNetDecoder
 
 
@@ -20,27 +21,28 @@ class GraphedDecoderState:
     def __init__(
         self,
         decoder: WaveNetDecoder,
+        output: OutputDistribution,
         batch: int,
-        first_class: int,
         chunk: int,
         device: str | torch.device = "cpu",
         use_graph: bool | None = None,
     ) -> None:
         dev = torch.device(device)
         self.dec = decoder.to(dev).eval()
+        self.output = output
         self.device, self.chunk, self.batch = dev, chunk, batch
         blocks = decoder.stack.blocks
         self.k = decoder.stack.kernel_size
         self.dil = list(decoder.stack.dilations)
         R = blocks[0].conv.in_channels
-        self.R, self.L, self.K = R, len(blocks), decoder.n_classes
+        self.R, self.L, self.K = R, len(blocks), decoder.n_params
         self.table = (decoder.input.weight[:, :, 0].t() + decoder.input.bias).detach()
         self.bufs = [torch.zeros(batch, R, max((self.k - 1) * d, 1), device=dev) for d in self.dil]
         self.t = torch.zeros((), dtype=torch.long, device=dev)  # samples generated so far
         self.local = torch.zeros((), dtype=torch.long, device=dev)  # position in the chunk
-        self.prev = torch.full((batch,), first_class, dtype=torch.long, device=dev)
+        self.prev = torch.full((batch,), output.silence, dtype=torch.long, device=dev)
         self.cond = torch.zeros(batch, chunk, self.L, 2 * R, device=dev)
-        self.uniforms = torch.zeros(batch, chunk, device=dev)
+        self.uniforms = torch.zeros(batch, chunk, output.n_uniforms, device=dev)
         self.forced = torch.zeros(batch, chunk, dtype=torch.long, device=dev)
         self.use_forced = torch.zeros((), dtype=torch.bool, device=dev)
         self.inv_temp = torch.ones((), device=dev)
@@ -72,11 +74,7 @@ class GraphedDecoderState:
             skips = skips + F.linear(z, block.skip.weight[:, :, 0], block.skip.bias)
         hid = F.relu(F.linear(F.relu(skips), self.dec.head1.weight[:, :, 0], self.dec.head1.bias))
         logits = F.linear(hid, self.dec.head2.weight[:, :, 0], self.dec.head2.bias)
-        probs = torch.softmax(logits * self.inv_temp, dim=1)
-        u = self.uniforms[rows, self.local]
-        sampled = (probs.cumsum(1) <= u[:, None] * probs.sum(1, keepdim=True)).sum(1)
-        greedy = logits.argmax(1)
-        nxt = torch.where(self.inv_temp > 0, sampled.clamp_(max=self.K - 1), greedy)
+        nxt = self.output.sample(logits, self.uniforms[rows, self.local], self.inv_temp)
         nxt = torch.where(self.use_forced, self.forced[rows, self.local], nxt)
         self.out_logits[rows, self.local] = logits
         self.out_classes[rows, self.local] = nxt

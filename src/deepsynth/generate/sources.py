@@ -74,7 +74,7 @@ def source_from_changes(
 
     def frames() -> Iterator[np.ndarray]:
         for lo in range(0, len(changes), FRAME_BATCH):
-            yield keyboard.render(changes.states[lo : lo + FRAME_BATCH])
+            yield keyboard.layout().render(changes.states[lo : lo + FRAME_BATCH])
 
     return VideoSource(
         Path(path) if path is not None else None,

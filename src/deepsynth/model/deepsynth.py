@@ -1,27 +1,27 @@
-"""The whole network: frames -> frame CNN -> hold to audio rate -> video encoder -> decoder,
-modelling p(y | x) = prod_t p(y_t | y_<t, frames shown at samples <= t) (paper section 3.1).
+"""The whole network: frames -> conditioning paths -> conditional WaveNet decoder, modelling
+p(y | x) = prod_t p(y_t | y_<t, frames shown at samples <= t) (paper section 3.1).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepsynth.audio import mu_law_encode
-from deepsynth.config import AudioConfig, ModelConfig
+from deepsynth.config import ModelConfig
+from deepsynth.layout import KeyboardLayout
+from deepsynth.model.conditioning import PATHS
 from deepsynth.model.encoder import VideoEncoder
-from deepsynth.model.frame_cnn import FrameCNN, hold
+from deepsynth.model.frame_cnn import FrameCNN
 from deepsynth.model.key_features import KeyFeatures
-from deepsynth.model.layers import ConvState
+from deepsynth.model.output import output_distribution
 from deepsynth.model.wavenet import WaveNetDecoder
 
-
-def silence_class(audio: AudioConfig) -> int:
-    """The mu-law class of a zero amplitude (128 for mu = 255): what precedes the first sample."""
-    return int(mu_law_encode(0.0, audio.mu))
+# state-dict names from before the conditioning paths (old checkpoints and runs load as they were)
+_RENAMED = (("frame_cnn.", "paths.video.frame_cnn."), ("encoder.", "paths.video.encoder."),
+            ("keys.", "paths.key_features."))
 
 
 def shift_right(audio: Tensor, fill: int) -> Tensor:
@@ -29,43 +29,53 @@ def shift_right(audio: Tensor, fill: int) -> Tensor:
     return F.pad(audio[:, :-1], (1, 0), value=fill)
 
 
-@dataclass
-class GenerationState:
-    """Everything incremental generation carries from one sample to the next."""
-
-    encoder: list[ConvState | None] | None
-    decoder: list[ConvState | None]
-
-
 class DeepSynth(nn.Module):
-    """frames (N, H, W) uint8, frame_index (B, T) int64, audio (B, T) int64 -> logits (B, K, T).
+    """frames (N, H, W) uint8, frame_index (B, T) int64, classes (B, T) int64 -> the next
+    sample's distribution parameters (B, P, T) (logits for the mu-law softmax).
 
     `frames` holds the unique frames of the whole batch, `frame_index[b, t]` the row of the frame
-    shown at sample t of sequence b. logits[:, :, t] predicts audio[:, t] from audio[:, :t] and the
-    frames shown at samples <= t. The CNN runs once per row of `frames`.
-    With `cfg.no_video` there is neither CNN nor encoder and the decoder is unconditioned
-    (frames and frame_index may be None). Conditioning variants (all off in the paper's
-    configuration): `encoder_hop` (the encoder at a lower rate), `lookahead` (the video a few
-    samples ahead), `keys` (per-key features read through the keyboard's key map).
+    shown at sample t of sequence b. out[:, :, t] predicts classes[:, t] from classes[:, :t] and
+    the frames shown at samples <= t + lookahead. Each path reads every row of `frames` once.
+    `self.output` turns audio into classes and parameters into samples (deepsynth.model.output).
+    The conditioning is the sum of the paths' (`self.paths`, by name): "video", the paper's
+    frame CNN -> video encoder (`learned_video`, maybe every `encoder_hop`-th sample), and
+    "key_features", per-key features read through the keyboard's layout (`cfg.keys`). With
+    `cfg.no_video` there is no path and the decoder is unconditioned (frames and frame_index
+    may be None).
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, layout: KeyboardLayout | None = None) -> None:
+        """`layout`: the keyboard the frames show (deepsynth.layout); a model conditioned on the
+        video needs one (its frame size and key map), a --no-video model may have none."""
         super().__init__()
+        if layout is None and not cfg.no_video:
+            raise ValueError("a model conditioned on the video needs its keyboard layout: "
+                             "DeepSynth(cfg, layout), e.g. deepsynth.sim.keyboard.layout()")
         self.cfg = cfg
-        self.frame_cnn: FrameCNN | None = None
-        self.encoder: VideoEncoder | None = None
-        self.keys: KeyFeatures | None = None
-        cond_channels = 0
-        if not cfg.no_video:
-            if cfg.learned_video:
-                self.frame_cnn = FrameCNN(cfg.cnn, cfg.frame_height, cfg.frame_width)
-                self.encoder = VideoEncoder(cfg.cnn.features, cfg.encoder, cfg.cond_channels)
-            cond_channels = cfg.cond_channels
-            if cfg.keys.enabled:
-                self.keys = KeyFeatures(cfg.keys, cfg.audio.sample_rate, cfg.cond_channels,
-                                        cfg.frame_height, cfg.frame_width)
-        self.decoder = WaveNetDecoder(cfg.decoder, cfg.n_classes, cond_channels, cfg.cond_layers)
-        self.silence = silence_class(cfg.audio)
+        self.layout = layout
+        self.paths = nn.ModuleDict()  # the conditioning paths this config has, by name
+        for name, cls in ({} if cfg.no_video else PATHS).items():
+            path = cls.from_config(cfg, layout)
+            if path is not None:
+                self.paths[name] = path
+        self.output = output_distribution(cfg)  # the next sample's distribution
+        self.decoder = WaveNetDecoder(cfg.decoder, self.output.n_inputs, self.output.n_params,
+                                      cfg.cond_channels if self.paths else 0, cfg.cond_layers)
+        self.silence = self.output.silence
+        self._register_load_state_dict_pre_hook(_rename_old_keys)
+
+    # the paths' parts, by their old names (None when absent)
+    @property
+    def frame_cnn(self) -> FrameCNN | None:
+        return self.paths["video"].frame_cnn if "video" in self.paths else None
+
+    @property
+    def encoder(self) -> VideoEncoder | None:
+        return self.paths["video"].encoder if "video" in self.paths else None
+
+    @property
+    def keys(self) -> KeyFeatures | None:
+        return self.paths["key_features"] if "key_features" in self.paths else None  # noqa: SIM401 (ModuleDict has no get)
 
     @property
     def receptive_field(self) -> int:
@@ -80,19 +90,19 @@ class DeepSynth(nn.Module):
     @property
     def conditioned(self) -> bool:
         """Whether the decoder is conditioned on the video (False for --no-video)."""
-        return not self.cfg.no_video
-
-    @property
-    def n_cnn_features(self) -> int:
-        return 0 if self.frame_cnn is None else self.cfg.cnn.features
+        return len(self.paths) > 0
 
     @property
     def condition_context(self) -> int:
         """Samples of past video (before sample t + lookahead) the conditioning at t reads."""
-        ctx = 0
-        if self.encoder is not None:
-            ctx = self.encoder.receptive_field * self.cfg.encoder_hop - 1
-        return max(ctx, 0 if self.keys is None else self.keys.context)
+        return max((p.context for p in self.paths.values()), default=0)
+
+    @property
+    def condition_hop(self) -> int:
+        """Chunks of generation start on multiples of this many samples before the video they
+        read, so every path's blocks stay where they are over the whole piece (the lcm of the
+        paths' hops)."""
+        return math.lcm(*(p.hop for p in self.paths.values()))
 
     @property
     def video_receptive_field(self) -> int:
@@ -115,46 +125,29 @@ class DeepSynth(nn.Module):
         return {"context": self.receptive_field, "video_context": self.video_context,
                 "lookahead": self.lookahead}
 
-    @property
-    def n_frame_features(self) -> int:
-        """Width of `frame_features` rows: the CNN's features, then 88 key levels if used."""
-        return self.n_cnn_features + (0 if self.keys is None else 88)
-
-    def frame_features(self, frames: Tensor) -> Tensor | None:
-        """Unique frames (N, H, W) uint8 -> features (N, F); None without video."""
+    def frame_features(self, frames: Tensor) -> list[Tensor] | None:
+        """Unique frames (N, H, W) uint8 -> each path's rows (N, F_path); None without video."""
         if not self.conditioned:
             return None
-        parts = [] if self.frame_cnn is None else [self.frame_cnn(frames)]
-        if self.keys is not None:
-            dtype = parts[0].dtype if parts else self.keys.proj.weight.dtype
-            parts.append(self.keys.key_levels(frames).to(dtype))
-        return torch.cat(parts, dim=1)
+        return [path.frame_features(frames) for path in self.paths.values()]
 
-    def condition_from_features(self, features: Tensor, frame_index: Tensor,
+    def condition_from_features(self, features: Sequence[Tensor], frame_index: Tensor,
                                 length: int) -> Tensor:
-        """Frame features (N, F) + frame_index (B, V + length + lookahead): the frame shown at
+        """Each path's frame rows + frame_index (B, V + length + lookahead): the frame shown at
         each of V samples of extra video context, the `length` samples to condition and the
-        lookahead after them -> conditioning (B, C, length).
+        lookahead after them -> conditioning (B, C, length), the sum of the paths'.
 
-        The video encoder runs on every `encoder_hop`-th sample (blocks anchored at the first
-        column; its output is held over the block); sample t sees the video up to t + lookahead.
-        """
+        Sample t sees the video up to t + lookahead; a path with a hop computes on blocks
+        anchored at the first column of frame_index."""
         extra = frame_index.shape[1] - length - self.lookahead
         if extra < 0:
             raise ValueError(f"frame_index has {frame_index.shape[1]} samples, fewer than the "
                              f"{length} to condition plus {self.lookahead} of lookahead")
         index = frame_index[:, self.lookahead :]  # column c: the video at sample c + lookahead
         cond = None
-        if self.encoder is not None:
-            cnn = features[:, : self.n_cnn_features]
-            hop = self.cfg.encoder_hop
-            cond = self.encoder(hold(cnn, index[:, ::hop]))
-            if hop > 1:
-                cond = cond.repeat_interleave(hop, dim=2)[:, :, : index.shape[1]]
-            cond = cond[:, :, extra:]
-        if self.keys is not None:
-            keys = self.keys(features[:, self.n_cnn_features :], index, extra)
-            cond = keys if cond is None else cond + keys
+        for path, rows in zip(self.paths.values(), features, strict=True):
+            part = path(rows, index, extra)
+            cond = part if cond is None else cond + part
         return cond
 
     def condition(self, frames: Tensor | None, frame_index: Tensor | None,
@@ -169,30 +162,19 @@ class DeepSynth(nn.Module):
             length = frame_index.shape[1] - self.lookahead
         return self.condition_from_features(self.frame_features(frames), frame_index, length)
 
-    def forward(self, frames: Tensor | None, frame_index: Tensor | None, audio: Tensor) -> Tensor:
-        """frame_index may be longer than audio: extra video context before it (any number of
-        samples) and `lookahead` samples after it."""
-        cond = self.condition(frames, frame_index, audio.shape[1])
-        return self.decoder(shift_right(audio, self.silence), cond)
+    def forward(self, frames: Tensor | None, frame_index: Tensor | None,
+                classes: Tensor) -> Tensor:
+        """frame_index may be longer than classes: extra video context before them (any number
+        of samples) and `lookahead` samples after them."""
+        cond = self.condition(frames, frame_index, classes.shape[1])
+        return self.decoder(shift_right(classes, self.silence), cond)
 
-    # --- incremental generation -----------------------------------------------------------
 
-    def init_state(self, batch: int, device=None, dtype=None) -> GenerationState:
-        enc = None if self.encoder is None else self.encoder.init_state(batch, device, dtype)
-        return GenerationState(enc, self.decoder.init_state(batch, device, dtype))
-
-    def step(self, previous: Tensor, feature: Tensor | None, state: GenerationState) -> Tensor:
-        """One new sample t: `previous` (B,) the class of sample t - 1 (`self.silence` at t = 0),
-        `feature` (B, F) the frame features shown at t (rows of `frame_features`, None without
-        video) -> logits (B, K) for sample t. Updates `state` in place."""
-        cond = None
-        if self.conditioned:
-            if self.cfg.encoder_hop != 1 or self.keys is not None or self.lookahead or \
-                    self.encoder is None:
-                raise NotImplementedError(
-                    "per-sample encoder steps exist for the paper's conditioning only; "
-                    "deepsynth.generate computes the conditioning of any variant")
-            if feature is None or state.encoder is None:
-                raise ValueError("this model reads video: pass the frame feature of each sample")
-            cond = self.encoder.step(feature, state.encoder)
-        return self.decoder.step(previous, cond, state.decoder)
+def _rename_old_keys(state_dict: dict, prefix: str, *args) -> None:
+    """load_state_dict pre-hook: weights saved before the conditioning paths keep loading."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        local = key[len(prefix) :]
+        for old, new in _RENAMED:
+            if local.startswith(old):
+                state_dict[prefix + new + local[len(old) :]] = state_dict.pop(key)
+                break

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepsynth.config import StackConfig
-from deepsynth.model.layers import CausalConv1d, ConvState, ResidualStack, pointwise
+from deepsynth.model.layers import CausalConv1d, ResidualStack
 
 
 class VideoEncoder(nn.Module):
@@ -31,11 +31,3 @@ class VideoEncoder(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         return self.out(F.relu(self.stack(self.input(features))))
-
-    def init_state(self, batch: int, device=None, dtype=None) -> list[ConvState | None]:
-        return self.stack.init_state(batch, device, dtype)
-
-    def step(self, feature: Tensor, states: list[ConvState | None]) -> Tensor:
-        """feature (B, F) at the new sample -> conditioning (B, cond_channels)."""
-        skips = self.stack.step(self.input.step(feature, None), None, states)
-        return pointwise(self.out, F.relu(skips))

@@ -13,14 +13,15 @@ from deepsynth.config import FrameCNNConfig
 
 
 class FrameCNN(nn.Module):
-    """uint8 gray frames (N, H, W) -> features (N, cfg.features).
+    """uint8 gray frames (N, H, W) -> features (N, cfg.features), for frames of `height` x
+    `width` pixels (the keyboard layout's frame size).
 
     Optional average pooling of the raw frame, then (conv3x3-ReLU-conv3x3-ReLU-maxpool2x2)
     blocks, then a max over the remaining height (the keys run along the width, so the width
     keeps its resolution: about one column or more per white key), then one fully connected layer.
     """
 
-    def __init__(self, cfg: FrameCNNConfig, height: int = 57, width: int = 780) -> None:
+    def __init__(self, cfg: FrameCNNConfig, height: int, width: int) -> None:
         super().__init__()
         self.cfg = cfg
         layers: list[nn.Module] = []

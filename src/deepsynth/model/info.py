@@ -10,10 +10,10 @@ import dataclasses
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from deepsynth.config import FrameCNNConfig, ModelConfig
+from deepsynth.layout import KeyboardLayout
 from deepsynth.model.deepsynth import DeepSynth
 
 TRAIN_BATCH = 3
@@ -50,31 +50,32 @@ def measure_receptive_field(model: DeepSynth, length: int | None = None) -> tupl
     # the farthest reach: the earliest conditioning the last prediction reads ends a hop block
     T += (model.decoder.cond_receptive_field - 1 - T) % hop
     dec = model.decoder
-    probe = torch.randn(dec.n_classes, generator=gen).to(**kw)
+    probe = torch.randn(dec.n_params, generator=gen).to(**kw)
 
     def last_logit(logits: torch.Tensor) -> torch.Tensor:
         return (logits[0, :, -1] * probe).sum()
 
-    def features(requires_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(requires_grad: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
         n = T + model.lookahead
-        feats = torch.randn(n, model.n_frame_features, generator=gen).to(**kw)
-        index = torch.arange(n, device=p.device)[None]
-        return feats.requires_grad_(requires_grad), index
+        feats = [torch.randn(n, path.n_frame_features, generator=gen).to(**kw)
+                 .requires_grad_(requires_grad) for path in model.paths.values()]
+        return feats, torch.arange(n, device=p.device)[None]
 
     cond = None
     if model.conditioned:
         cond = model.condition_from_features(*features(), T).detach()
-    audio = torch.randn(1, dec.n_classes, T, generator=gen).to(**kw).requires_grad_()
+    audio = torch.randn(1, dec.n_inputs, T, generator=gen).to(**kw).requires_grad_()
     last_logit(dec(audio, cond)).backward()
     audio_rf = _span(audio.grad)
     if not model.conditioned:
         return audio_rf, 0
-    if model.encoder is None:  # key features only: read, not learned, nothing to measure
-        return audio_rf, model.video_receptive_field
+    if not any(path.learned for path in model.paths.values()):  # read, not learned: nothing
+        return audio_rf, model.video_receptive_field  # to measure
     feats, index = features(requires_grad=True)
-    classes = torch.randint(0, dec.n_classes, (1, T), generator=gen, device=p.device)
+    classes = torch.randint(0, dec.n_inputs, (1, T), generator=gen, device=p.device)
     last_logit(dec(classes, model.condition_from_features(feats, index, T))).backward()
-    reached = torch.nonzero(feats.grad.abs().sum(dim=1) > 0).flatten()
+    grads = sum(f.grad.abs().sum(dim=1) for f in feats if f.grad is not None)
+    reached = torch.nonzero(grads > 0).flatten()
     if reached.numel() == 0 or reached[0] == 0:
         raise RuntimeError("probe too short or no gradient reached the frame features")
     return audio_rf, int(T + model.lookahead - reached[0])  # counted back from T - 1 + L
@@ -98,31 +99,29 @@ def _macs(fn, *args) -> int:
     return counter.get_total_flops() // 2
 
 
-def macs_per_sample(model: DeepSynth) -> dict[str, int]:
+def macs_per_sample(model: DeepSynth, probe: int = 64) -> dict[str, int]:
     """Multiply-adds of cached generation at batch 1: per new sample for the decoder and the
-    conditioning (encoder, its share per sample when it runs every hop samples, and the key
+    conditioning (the encoder's share per sample when it runs every hop samples, and the key
     features' projection), per unique frame for the CNN. Counts matrix products only (no
-    activations)."""
+    activations). A cached step does what the parallel forward does for one position, so each
+    figure is the forward pass over `probe` samples (whole encoder blocks) divided by them."""
     p = next(model.parameters())
-    state = model.init_state(1, device=p.device, dtype=p.dtype)
-    prev = torch.zeros(1, dtype=torch.long, device=p.device)
-    cond = feature = None
+    T = probe * model.condition_hop
+    kw = {"device": p.device, "dtype": p.dtype}
     out = {"encoder": 0, "cnn_per_frame": 0}
-    if model.conditioned and model.encoder is None:  # key features only
-        out["encoder"] = model.keys.n_features * model.cfg.cond_channels
-        cond = torch.zeros(1, model.cfg.cond_channels, device=p.device, dtype=p.dtype)
+    cond = None
+    if model.conditioned:
+        cond = torch.zeros(1, model.cfg.cond_channels, T, **kw)
+    if model.keys is not None:
+        out["encoder"] += model.keys.n_features * model.cfg.cond_channels
     if model.encoder is not None:
-        feature = torch.zeros(1, model.cfg.cnn.features, device=p.device, dtype=p.dtype)
-        out["encoder"] = _macs(model.encoder.step, feature, state.encoder)
-        out["encoder"] //= model.cfg.encoder_hop  # one encoder step per hop samples
-        if model.keys is not None:
-            out["encoder"] += model.keys.n_features * model.cfg.cond_channels
-        cond = model.encoder.step(feature, state.encoder)
-        frame = torch.zeros(
-            1, model.cfg.frame_height, model.cfg.frame_width, dtype=torch.uint8, device=p.device
-        )
-        out["cnn_per_frame"] = _macs(model.frame_features, frame)
-    out["decoder"] = _macs(model.decoder.step, prev, cond, state.decoder)
+        steps = T // model.cfg.encoder_hop  # one encoder step per hop samples
+        feature = torch.zeros(1, model.cfg.cnn.features, steps, **kw)
+        out["encoder"] += _macs(model.encoder, feature) // T
+        frame = torch.zeros(1, *model.layout.shape, dtype=torch.uint8, device=p.device)
+        out["cnn_per_frame"] = _macs(model.frame_cnn, frame)
+    classes = torch.zeros(1, T, dtype=torch.long, device=p.device)
+    out["decoder"] = _macs(model.decoder, classes, cond) // T
     return out
 
 
@@ -139,13 +138,13 @@ def saved_activation_bytes(model: DeepSynth, batch: int, length: int, frames: in
             seen[s._cdata] = s.nbytes()
         return t
 
-    cfg = model.cfg
     with torch.device(p.device):
-        video = torch.zeros(frames, cfg.frame_height, cfg.frame_width, dtype=torch.uint8)
+        video = None if model.layout is None else torch.zeros(frames, *model.layout.shape,
+                                                              dtype=torch.uint8)
         index = torch.zeros(batch, length + model.lookahead, dtype=torch.long)
         audio = torch.zeros(batch, length, dtype=torch.long)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        F.cross_entropy(model(video, index, audio), audio)
+        model.output.loss(model(video, index, audio), audio)
     return sum(seen.values())
 
 
@@ -167,15 +166,15 @@ def train_memory(model: DeepSynth, batch: int, length: int, frames: int) -> dict
     }
 
 
-def model_info(cfg: ModelConfig) -> dict[str, Any]:
+def model_info(cfg: ModelConfig, layout: KeyboardLayout | None = None) -> dict[str, Any]:
     """A flat dict (JSON-ready) describing what `cfg` costs, per sample and per second of audio
     at `cfg.audio.sample_rate` (the CNN's share per second at FRAMES_PER_SECOND)."""
     with torch.device("meta"):
-        model = DeepSynth(cfg)
+        model = DeepSynth(cfg, layout)
     rate = cfg.audio.sample_rate
     with torch.random.fork_rng(devices=[]):  # deterministic probe, global RNG untouched
         torch.manual_seed(0)
-        thin = DeepSynth(thin_copy(cfg)).double()
+        thin = DeepSynth(thin_copy(cfg), layout).double()
     audio_rf, video_rf = measure_receptive_field(thin)
     macs = macs_per_sample(model)
     length = round(TRAIN_SECONDS * rate) + audio_rf

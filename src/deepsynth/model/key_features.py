@@ -1,7 +1,8 @@
-"""Per-key conditioning features read from the keyboard video by its fixed key map.
+"""Per-key conditioning features read from the keyboard video through the keyboard's layout.
 
 The frame CNN must learn where the keys are and the encoder how long ago each was pressed; both
-are known in advance for the simulator's keyboard. This path reads them directly (no learning):
+are known in advance from the keyboard's layout (deepsynth.layout: the pixels, shades and pitch
+of each key). This path reads them directly (no learning):
 
 1. `key_levels`: each frame's 88 key levels, the mean of each key's own pixels scaled so that
    0 is the key's resting shade and 1 its pressed shade (computed once per unique frame).
@@ -29,53 +30,44 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepsynth.config import KeyFeatureConfig
-from deepsynth.sim import keyboard
+from deepsynth.config import KeyFeatureConfig, ModelConfig
+from deepsynth.layout import N_KEYS, KeyboardLayout
+from deepsynth.model.conditioning import ConditioningPath, register_path
 
 
-def key_pitches() -> np.ndarray:
-    """MIDI pitch of each of the 88 keys (21..108)."""
-    return np.arange(keyboard.LOWEST_PITCH, keyboard.HIGHEST_PITCH + 1)
+@register_path("key_features")
+class KeyFeatures(ConditioningPath):
+    """Key levels (N, 88) of the unique frames + frame_index (B, T) -> conditioning (B, C, T).
 
-
-class KeyFeatures(nn.Module):
-    """Key levels (N, 88) of the unique frames + frame_index (B, T) -> conditioning (B, C, T)."""
+    `layout` gives the pixels of each key, its resting and pressed shades and its pitch."""
 
     def __init__(self, cfg: KeyFeatureConfig, sample_rate: int, out_channels: int,
-                 height: int = keyboard.HEIGHT, width: int = keyboard.WIDTH) -> None:
+                 layout: KeyboardLayout) -> None:
         super().__init__()
-        if (height, width) != (keyboard.HEIGHT, keyboard.WIDTH):
-            raise ValueError(f"key features need the simulator's {keyboard.WIDTH}x"
-                             f"{keyboard.HEIGHT} keyboard, not {width}x{height}")
         if cfg.window < 1 or cfg.groups < 1 or cfg.harmonics < 0:
             raise ValueError("key features need window >= 1, groups >= 1, harmonics >= 0")
         self.cfg = cfg
-        g = keyboard.geometry()
-        owner = np.where(g.key_map < 0, keyboard.N_KEYS, g.key_map).reshape(-1).astype(np.int64)
-        counts = np.bincount(owner, minlength=keyboard.N_KEYS + 1)[: keyboard.N_KEYS]
-        flat_key = g.key_map.reshape(-1)
-        up = np.zeros(keyboard.N_KEYS)
-        down = np.zeros(keyboard.N_KEYS)
-        np.add.at(up, flat_key[flat_key >= 0], g.base.reshape(-1)[flat_key >= 0])
-        np.add.at(down, flat_key[flat_key >= 0], g.pressed.reshape(-1)[flat_key >= 0])
+        self.frame_shape = layout.shape
+        owner = np.where(layout.key_map < 0, N_KEYS, layout.key_map).reshape(-1).astype(np.int64)
         self.register_buffer("owner", torch.tensor(owner), persistent=False)
-        self.register_buffer("counts", torch.tensor(counts).float(), persistent=False)
-        self.register_buffer("up", torch.tensor(up / counts).float(), persistent=False)
-        self.register_buffer("down", torch.tensor(down / counts).float(), persistent=False)
+        self.register_buffer("counts", torch.tensor(layout.counts).float(), persistent=False)
+        self.register_buffer("up", torch.tensor(layout.rest_shade.astype(np.float64)).float(),
+                             persistent=False)
+        self.register_buffer("down", torch.tensor(layout.pressed_shade.astype(np.float64))
+                             .float(), persistent=False)
         taus = torch.tensor([t * sample_rate / 1000.0 for t in cfg.taus_ms], dtype=torch.float32)
         self.register_buffer("taus", taus, persistent=False)
         # sinusoids: per harmonic, angular step per sample of each key (0 above Nyquist)
-        freqs = 440.0 * 2.0 ** ((key_pitches() - 69) / 12.0)
+        freqs = 440.0 * 2.0 ** ((layout.pitches - 69) / 12.0)
         omega = np.stack([2 * math.pi * h * freqs / sample_rate
                           for h in range(1, cfg.harmonics + 1)]) if cfg.harmonics else \
-            np.zeros((0, keyboard.N_KEYS))
+            np.zeros((0, N_KEYS))
         audible = omega < math.pi
         self.register_buffer("omega", torch.tensor(omega * audible).float(),
                              persistent=False)
         self.register_buffer("audible", torch.tensor(audible).float(), persistent=False)
-        groups = np.zeros((keyboard.N_KEYS, cfg.groups), np.float32)
-        groups[np.arange(keyboard.N_KEYS), np.arange(keyboard.N_KEYS) * cfg.groups
-               // keyboard.N_KEYS] = 1.0
+        groups = np.zeros((N_KEYS, cfg.groups), np.float32)
+        groups[np.arange(N_KEYS), np.arange(N_KEYS) * cfg.groups // N_KEYS] = 1.0
         self.register_buffer("group_matrix", torch.tensor(groups), persistent=False)
         self.osc_tau = cfg.oscillator_tau_ms * sample_rate / 1000.0
         # per press, over the window: samples since the press and the curves of that age
@@ -89,13 +81,28 @@ class KeyFeatures(nn.Module):
 
     @property
     def n_features(self) -> int:
-        per_key = keyboard.N_KEYS * (1 + len(self.cfg.taus_ms))
+        per_key = N_KEYS * (1 + len(self.cfg.taus_ms))
         return per_key + 2 * self.cfg.harmonics * self.cfg.groups
 
     @property
     def press_columns(self) -> int:
         """Feature columns a press writes (its traces and sinusoids): 0 for levels alone."""
         return len(self.cfg.taus_ms) + 2 * self.cfg.harmonics
+
+    learned = False  # the levels, traces and sinusoids are read, not learned: only `proj` is
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, layout: KeyboardLayout) -> KeyFeatures | None:
+        if not cfg.keys.enabled:
+            return None
+        return cls(cfg.keys, cfg.audio.sample_rate, cfg.cond_channels, layout)
+
+    @property
+    def n_frame_features(self) -> int:
+        return N_KEYS  # a level per key
+
+    def frame_features(self, frames: Tensor) -> Tensor:
+        return self.key_levels(frames).to(self.proj.weight.dtype)
 
     @property
     def context(self) -> int:
@@ -104,9 +111,12 @@ class KeyFeatures(nn.Module):
 
     def key_levels(self, frames: Tensor) -> Tensor:
         """uint8 frames (N, H, W) -> (N, 88) float: 0 at rest, 1 pressed (mean of own pixels)."""
+        if tuple(frames.shape[1:]) != self.frame_shape:
+            raise ValueError(f"key features read {self.frame_shape[1]}x{self.frame_shape[0]} "
+                             f"frames (their layout's), got shape {tuple(frames.shape)}")
         flat = frames.reshape(len(frames), -1).to(self.counts.dtype)
-        sums = flat.new_zeros(len(frames), keyboard.N_KEYS + 1).index_add_(1, self.owner, flat)
-        mean = sums[:, : keyboard.N_KEYS] / self.counts
+        sums = flat.new_zeros(len(frames), N_KEYS + 1).index_add_(1, self.owner, flat)
+        mean = sums[:, : N_KEYS] / self.counts
         return ((mean - self.up) / (self.down - self.up)).clamp(0.0, 1.0)
 
     @torch.no_grad()
@@ -119,7 +129,7 @@ class KeyFeatures(nn.Module):
         cfg = self.cfg
         T = frame_index.shape[1]
         if levels.is_meta:  # shapes only (memory estimates): every key
-            keys = torch.arange(keyboard.N_KEYS, device=levels.device)
+            keys = torch.arange(N_KEYS, device=levels.device)
         else:
             keys = torch.nonzero(levels.amax(dim=0) > 0).flatten()  # keys down in some frame
         level = levels.float()[:, keys].t()[:, frame_index].transpose(0, 1)  # (B, K, T)
@@ -135,11 +145,11 @@ class KeyFeatures(nn.Module):
         fresh = age < cfg.window
         parts = [level]
         parts += [torch.exp(-age / tau).masked_fill_(~fresh, 0.0) for tau in self.taus]
-        columns = [keys + i * keyboard.N_KEYS for i in range(1 + len(self.taus))]
+        columns = [keys + i * N_KEYS for i in range(1 + len(self.taus))]
         if cfg.harmonics:
             env = torch.exp(-age / self.osc_tau).masked_fill_(~fresh, 0.0).mul_(level)
             groups = self.group_matrix[keys].t()  # (G, K)
-            first = keyboard.N_KEYS * (1 + len(self.taus))
+            first = N_KEYS * (1 + len(self.taus))
             for h in range(cfg.harmonics):
                 phase = age * self.omega[h, keys][:, None]
                 gate = env * self.audible[h, keys][:, None]
@@ -164,7 +174,7 @@ class KeyFeatures(nn.Module):
             return self._dense_forward(levels, frame_index, skip)
         W = self.proj.weight
         # the level columns: projected once per distinct frame, then held over its samples
-        per_frame = levels.to(W.dtype) @ W[:, : keyboard.N_KEYS].t() + self.proj.bias  # (N, C)
+        per_frame = levels.to(W.dtype) @ W[:, : N_KEYS].t() + self.proj.bias  # (N, C)
         out = per_frame[frame_index[:, skip:]]  # (B, T - skip, C)
         presses = self._presses(levels, frame_index, skip) if self.press_columns else None
         if presses is not None:
@@ -190,7 +200,7 @@ class KeyFeatures(nn.Module):
             return None
         item, at, key = item[change], at[change], keys[k]
         T = frame_index.shape[1]
-        order = torch.argsort((item * keyboard.N_KEYS + key) * T + at)
+        order = torch.argsort((item * N_KEYS + key) * T + at)
         item, at, key = item[order], at[order], key[order]
         end = torch.clamp(at + self.cfg.window, max=T)
         same = (item[1:] == item[:-1]) & (key[1:] == key[:-1])
@@ -204,7 +214,7 @@ class KeyFeatures(nn.Module):
         """The presses' features (B, T - skip, n) and their feature columns (n,): the press
         traces of the pressed keys, then per harmonic the sines and cosines of every register.
         Only the samples a press is remembered for are computed (one press per key at a time)."""
-        cfg, n_keys = self.cfg, keyboard.N_KEYS
+        cfg, n_keys = self.cfg, N_KEYS
         B, T = frame_index.shape
         keys, slot = torch.unique(key, return_inverse=True)
         K, n_taus, G = len(keys), len(self.taus), cfg.groups

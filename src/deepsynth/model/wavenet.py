@@ -6,11 +6,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepsynth.config import StackConfig
-from deepsynth.model.layers import CausalConv1d, ConvState, ResidualStack, pointwise
+from deepsynth.model.layers import CausalConv1d, ResidualStack
 
 
 class WaveNetDecoder(nn.Module):
-    """Past audio classes (B, T) + conditioning (B, C, T) -> logits (B, n_classes, T).
+    """Past audio classes (B, T) + conditioning (B, C, T) -> the next sample's distribution
+    parameters (B, n_params, T) (`deepsynth.model.output`: logits for the mu-law softmax).
 
     The input is already shifted: logits at t depend on `x[:, t - R + 1 .. t]` with
     R = `receptive_field` (the top model feeds audio shifted right by one sample).
@@ -19,18 +20,19 @@ class WaveNetDecoder(nn.Module):
     gated residual blocks conditioned on `cond` -> sum of skips -> ReLU -> 1x1 -> ReLU -> 1x1.
     """
 
-    def __init__(self, cfg: StackConfig, n_classes: int = 256, cond_channels: int = 0,
+    def __init__(self, cfg: StackConfig, n_inputs: int, n_params: int, cond_channels: int = 0,
                  cond_layers: int = 0) -> None:
-        """`cond_layers`: the blocks, from the first, that read the conditioning (0: all)."""
+        """`n_inputs`: classes of past samples; `n_params`: the head's width; `cond_layers`:
+        the blocks, from the first, that read the conditioning (0: all)."""
         super().__init__()
-        self.n_classes = n_classes
-        self.input = CausalConv1d(n_classes, cfg.residual_channels, 1)
+        self.n_inputs, self.n_params = n_inputs, n_params
+        self.input = CausalConv1d(n_inputs, cfg.residual_channels, 1)
         self.stack = ResidualStack(
             cfg.residual_channels, cfg.skip_channels, cfg.dilations, cfg.kernel_size, cond_channels,
             cond_layers,
         )
         self.head1 = nn.Conv1d(cfg.skip_channels, cfg.skip_channels, 1)
-        self.head2 = nn.Conv1d(cfg.skip_channels, n_classes, 1)
+        self.head2 = nn.Conv1d(cfg.skip_channels, n_params, 1)
 
     @property
     def receptive_field(self) -> int:
@@ -44,11 +46,11 @@ class WaveNetDecoder(nn.Module):
         return 1 + (self.stack.kernel_size - 1) * sum(self.stack.dilations[1:])
 
     def embed(self, x: Tensor) -> Tensor:
-        """Classes (B, T) int64 -> (B, R, T); a float (B, n_classes, T) input (one-hot or any
+        """Classes (B, T) int64 -> (B, R, T); a float (B, n_inputs, T) input (one-hot or any
         soft input, e.g. for gradient probes) goes through the same weights as a 1x1 conv."""
         if x.is_floating_point():
             return self.input(x)
-        table = self.input.weight[:, :, 0].t()  # (n_classes, R): one-hot conv == lookup
+        table = self.input.weight[:, :, 0].t()  # (n_inputs, R): one-hot conv == lookup
         return (F.embedding(x, table) + self.input.bias).transpose(1, 2)
 
     def head(self, skips: Tensor) -> Tensor:
@@ -56,16 +58,3 @@ class WaveNetDecoder(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         return self.head(self.stack(self.embed(x), cond))
-
-    def init_state(self, batch: int, device=None, dtype=None) -> list[ConvState | None]:
-        return self.stack.init_state(batch, device, dtype)
-
-    def step(self, x: Tensor, cond: Tensor | None, states: list[ConvState | None]) -> Tensor:
-        """One sample: the previous class (B,) int64 (or (B, n_classes) float) and the
-        conditioning (B, C) at the new sample -> logits (B, n_classes) for the new sample."""
-        if x.is_floating_point():
-            h = self.input.step(x, None)
-        else:
-            h = F.embedding(x, self.input.weight[:, :, 0].t()) + self.input.bias
-        skips = self.stack.step(h, cond, states)
-        return pointwise(self.head2, F.relu(pointwise(self.head1, F.relu(skips))))

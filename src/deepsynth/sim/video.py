@@ -69,7 +69,7 @@ def write_video(
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
         for lo in range(0, len(pts), RENDER_CHUNK):
-            images = keyboard.render(changes.states[rows[lo : lo + RENDER_CHUNK]])
+            images = keyboard.layout().render(changes.states[rows[lo : lo + RENDER_CHUNK]])
             yield from zip(pts[lo : lo + RENDER_CHUNK].tolist(), images, strict=True)
 
     write_frames(path, frames(), changes.sample_rate, changes.n_samples, audio)
@@ -222,5 +222,5 @@ def read_video(path: str | os.PathLike, sample_rate: int | None = None) -> Video
 def read_key_changes(path: str | os.PathLike, sample_rate: int | None = None) -> KeyChanges:
     """The reference decoder: key states read from every frame's pixels (thresholded)."""
     video = read_video(path, sample_rate)
-    states = keyboard.read_key_states(video.frames)
+    states = keyboard.layout().read_key_states(video.frames)
     return changes_from_states(video.starts, states, video.sample_rate, video.n_samples)

@@ -105,24 +105,24 @@ def validation_batches(indices: list[int], batch_size: int, rank: int = 0,
 class DeviceBatch:
     frames: torch.Tensor | None  # (N, 57, 780) uint8, None without video
     frame_index: torch.Tensor | None  # (B, T) int64
-    classes: torch.Tensor  # (B, T) int64
-    loss_start: int
+    audio: torch.Tensor  # (B, T) float32 in [-1, 1] (the model's output distribution makes
+    loss_start: int  # its classes)
 
     @property
     def size(self) -> int:
-        return self.classes.shape[0]
+        return self.audio.shape[0]
 
     @property
     def scored(self) -> int:
         """Samples the loss covers."""
-        return self.classes.shape[0] * (self.classes.shape[1] - self.loss_start)
+        return self.audio.shape[0] * (self.audio.shape[1] - self.loss_start)
 
 
 def to_device(batch: dict, device: torch.device, video: bool = True) -> DeviceBatch:
     """A collated batch on the training device; frames rendered there if the loader sent only
     key states."""
     nb = device.type == "cuda"
-    classes = batch["classes"].to(device, non_blocking=nb)
+    audio = batch["audio"].to(device, non_blocking=nb)
     frames = frame_index = None
     if video:
         frame_index = batch["frame_index"].to(device, non_blocking=nb)
@@ -130,4 +130,4 @@ def to_device(batch: dict, device: torch.device, video: bool = True) -> DeviceBa
             frames = batch["frames"].to(device, non_blocking=nb)
         else:
             frames = render_frames_torch(batch["states"].to(device, non_blocking=nb))
-    return DeviceBatch(frames, frame_index, classes, int(batch["loss_start"]))
+    return DeviceBatch(frames, frame_index, audio, int(batch["loss_start"]))

@@ -1,30 +1,33 @@
-"""What training minimises: the cross-entropy of the segment's own samples (not of its left
-context) plus the L2 penalty, and the figures validation reports."""
+"""What training minimises: the output distribution's loss (cross-entropy, nats) over the
+segment's own samples (not its left context) plus the L2 penalty, and the figures validation
+reports."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from deepsynth.model.output import OutputDistribution
 
 NATS_TO_BITS = 1.0 / math.log(2.0)
 
 
-def segment_ce(logits: Tensor, classes: Tensor, loss_start: int, reduction: str = "mean") -> Tensor:
-    """Cross-entropy in nats of logits (B, K, T) against classes (B, T) over positions
+def segment_loss(output: OutputDistribution, params: Tensor, classes: Tensor, loss_start: int,
+                 reduction: str = "mean") -> Tensor:
+    """The loss in nats of params (B, P, T) against classes (B, T) over positions
     t >= loss_start only: the first `loss_start` samples are left context, there so every scored
-    sample sees a full receptive field. Computed in float32 whatever the logits' dtype."""
+    sample sees a full receptive field. Computed in float32 whatever the params' dtype."""
     if not 0 <= loss_start < classes.shape[-1]:
         raise ValueError(f"loss_start {loss_start} outside a sequence of {classes.shape[-1]}")
-    return F.cross_entropy(logits[:, :, loss_start:].float(), classes[:, loss_start:],
-                           reduction=reduction)
+    return output.loss(params[:, :, loss_start:], classes[:, loss_start:], reduction)
 
 
-def segment_correct(logits: Tensor, classes: Tensor, loss_start: int) -> Tensor:
+def segment_correct(output: OutputDistribution, params: Tensor, classes: Tensor,
+                    loss_start: int) -> Tensor:
     """How many positions t >= loss_start have the target as their most likely class."""
-    return (logits[:, :, loss_start:].argmax(dim=1) == classes[:, loss_start:]).sum()
+    return (output.most_likely(params[:, :, loss_start:]) == classes[:, loss_start:]).sum()
 
 
 def decayed_parameters(model: nn.Module) -> list[nn.Parameter]:

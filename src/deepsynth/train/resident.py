@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from deepsynth.audio import INT16_SCALE, mu_law_encode
+from deepsynth.audio import INT16_SCALE
 from deepsynth.data import store
 from deepsynth.data.dataset import (
     SegmentDataset,
@@ -66,7 +66,6 @@ class ResidentSegments:
         if video:
             table = np.concatenate(states + [np.zeros((1, 88), bool)])
             self.states = torch.from_numpy(table).to(dev)
-        self.mu = dataset.audio_config.mu
 
     @property
     def nbytes(self) -> int:
@@ -100,9 +99,8 @@ class ResidentSegments:
         base = torch.from_numpy(self.audio_base[numbers]).to(dev)[:, None]
         pcm = self.audio[(base + pos.clamp(min=0)).flatten()].view(len(indices), T)
         audio = torch.where(pos >= 0, pcm.float() / INT16_SCALE, 0.0)
-        classes = mu_law_encode(audio, self.mu)
         if not self.video:
-            return DeviceBatch(None, None, classes, context)
+            return DeviceBatch(None, None, audio, context)
         # video: the row shown at every column, then the item's picture of that row
         Tv = vctx + T + ahead
         pictures, maps, offsets, first_row = [], [], [], []
@@ -127,4 +125,4 @@ class ResidentSegments:
         frame_index = table[local + item_offset]
         picture_rows = torch.from_numpy(np.concatenate(pictures)).to(dev)
         frames = render_frames_torch(self.states[picture_rows])
-        return DeviceBatch(frames, frame_index, classes, context)
+        return DeviceBatch(frames, frame_index, audio, context)

@@ -33,6 +33,7 @@ from deepsynth.data.store import manifest_sha256, read_manifest
 from deepsynth.errors import DeepSynthError
 from deepsynth.model.deepsynth import DeepSynth
 from deepsynth.model.presets import Preset, get_preset
+from deepsynth.sim import keyboard
 from deepsynth.train import data as tdata
 from deepsynth.train import distributed
 from deepsynth.train.config import RESUMABLE_CHANGES, RunOptions, TrainConfig
@@ -248,7 +249,9 @@ class Run:
         """The seeded model and Adam, with the checkpoint's weights, state and generators."""
         cfg = self.cfg
         seed_everything(cfg.seed)
-        self.model = DeepSynth(self.model_cfg)
+        # the frames the dataset draws are the simulator's keyboard
+        layout = None if self.model_cfg.no_video else keyboard.layout()
+        self.model = DeepSynth(self.model_cfg, layout)
         self.state = TrainState()
         if ckpt is not None:
             try:
@@ -374,8 +377,8 @@ class Run:
         cfg, state = self.cfg, self.state
         self.lr = lr_at(state.step, cfg)
         set_lr(self.optimizer, self.lr)
-        r = train_step(self.forward, batch, self.optimizer, self.params, self.decayed, cfg.l2,
-                       cfg.grad_clip, cfg.precision)
+        r = train_step(self.forward, self.model.output, batch, self.optimizer, self.params,
+                       self.decayed, cfg.l2, cfg.grad_clip, cfg.precision)
         self.metrics.add(r.ce, r.grad_norm, cfg.grad_clip, r.penalty, self.samples_per_step)
         state.step += 1
         state.batch_in_epoch += 1
@@ -449,7 +452,7 @@ class Run:
         processes; best.pt when the CE is the lowest so far."""
         loader = tdata.loader(self.ds.val, self.val_batches, self.workers, self.cuda)
         batches = (tdata.to_device(b, self.device, self.video) for b in loader)
-        sums = evaluate_batches(self.forward, batches, self.cfg.precision)
+        sums = evaluate_batches(self.forward, self.model.output, batches, self.cfg.precision)
         total, count, correct = distributed.all_reduce_sum(list(sums), self.env).tolist()
         val_ce, val_acc = total / count, correct / count
         state = self.state

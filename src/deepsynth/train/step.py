@@ -1,6 +1,7 @@
 """One optimizer step, and the validation pass.
 
-A step: forward (bf16 autocast on CUDA if asked), CE over the segment's own samples, plus the L2
+A step: the batch's audio becomes the output distribution's classes, forward (bf16 autocast on
+CUDA if asked), the distribution's loss (CE) over the segment's own samples, plus the L2
 penalty, backward, global gradient norm measured and clipped to `grad_clip`, Adam. Figures come
 back as device tensors, so a GPU is not synchronised every step.
 """
@@ -14,8 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from deepsynth.model.output import OutputDistribution
 from deepsynth.train.data import DeviceBatch
-from deepsynth.train.objective import l2_penalty, segment_ce, segment_correct
+from deepsynth.train.objective import l2_penalty, segment_correct, segment_loss
 
 
 def autocast(device: torch.device, precision: str):
@@ -32,16 +34,19 @@ class StepResult:
     penalty: Tensor  # the L2 term added to the loss
 
 
-def train_step(forward: nn.Module, batch: DeviceBatch, optimizer: torch.optim.Optimizer,
-               params: list[nn.Parameter], decayed: list[nn.Parameter], l2: float,
-               grad_clip: float, precision: str = "fp32") -> StepResult:
+def train_step(forward: nn.Module, output: OutputDistribution, batch: DeviceBatch,
+               optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
+               decayed: list[nn.Parameter], l2: float, grad_clip: float,
+               precision: str = "fp32") -> StepResult:
     """One step on `batch`. `forward` is the model as called (maybe DDP-wrapped or compiled),
-    `params` all its parameters, `decayed` the ones under the L2 penalty."""
+    `output` its output distribution, `params` all its parameters, `decayed` the ones under
+    the L2 penalty."""
     forward.train()
     optimizer.zero_grad(set_to_none=True)
-    with autocast(batch.classes.device, precision):
-        logits = forward(batch.frames, batch.frame_index, batch.classes)
-    ce = segment_ce(logits, batch.classes, batch.loss_start)
+    classes = output.encode(batch.audio)
+    with autocast(classes.device, precision):
+        params_out = forward(batch.frames, batch.frame_index, classes)
+    ce = segment_loss(output, params_out, classes, batch.loss_start)
     penalty = l2_penalty(decayed, l2) if l2 else torch.zeros((), device=ce.device)
     (ce + penalty).backward()
     max_norm = grad_clip if grad_clip > 0 else math.inf
@@ -51,19 +56,20 @@ def train_step(forward: nn.Module, batch: DeviceBatch, optimizer: torch.optim.Op
 
 
 @torch.no_grad()
-def evaluate_batches(forward: nn.Module, batches,
+def evaluate_batches(forward: nn.Module, output: OutputDistribution, batches,
                      precision: str = "fp32") -> tuple[float, int, int]:
-    """Sum of CE (nats), number of scored samples and of correct argmax over `batches`
-    (DeviceBatch items), in eval mode."""
+    """Sum of CE (nats), number of scored samples and of samples whose class is the most
+    likely one over `batches` (DeviceBatch items), in eval mode."""
     forward.eval()
     total, count, correct = 0.0, 0, 0
     sums = []
     for batch in batches:
-        with autocast(batch.classes.device, precision):
-            logits = forward(batch.frames, batch.frame_index, batch.classes)
+        classes = output.encode(batch.audio)
+        with autocast(classes.device, precision):
+            params_out = forward(batch.frames, batch.frame_index, classes)
         sums.append(torch.stack([
-            segment_ce(logits, batch.classes, batch.loss_start, reduction="sum").double(),
-            segment_correct(logits, batch.classes, batch.loss_start).double(),
+            segment_loss(output, params_out, classes, batch.loss_start, "sum").double(),
+            segment_correct(output, params_out, classes, batch.loss_start).double(),
         ]))
         count += batch.scored
     if sums:
