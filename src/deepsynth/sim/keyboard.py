@@ -18,8 +18,6 @@ import numpy as np
 
 from deepsynth.layout import N_KEYS, KeyboardLayout, is_black
 
-__all__ = ["N_KEYS", "KeyboardLayout", "draw", "is_black", "layout", "read_key_states", "render"]
-
 LOWEST_PITCH = 21  # A0
 HIGHEST_PITCH = 108  # C8
 WIDTH = 780
