@@ -41,10 +41,10 @@ WINDOW = 20_000
 
 def make_batch(model: DeepSynth, frames: int, device: torch.device, seed: int = 0) -> DeviceBatch:
     rng = np.random.default_rng(seed)
-    windows = model.item_windows()  # audio context; video before it and after the window
-    context = windows["context"]
+    spans = model.item_spans()  # audio context; video before it and after the window
+    context = spans["context"]
     T = context + WINDOW
-    Tv = windows["video_context"] + T + windows["lookahead"]
+    Tv = spans["video_context"] + T + spans["lookahead"]
     states = rng.random((frames, keyboard.N_KEYS)) < 0.08
     pictures = torch.from_numpy(keyboard.render(states))
     per_item = frames // BATCH

@@ -46,9 +46,9 @@ def teacher_forced_scores(
     from deepsynth.data.store import read_manifest
 
     check_store_matches(model, read_manifest(root), root)
-    windows = model.item_windows()
-    context = windows["context"]
-    ds = SegmentDataset(root, split, **windows,
+    spans = model.item_spans()
+    context = spans["context"]
+    ds = SegmentDataset(root, split, **spans,
                         render_frames=not model.cfg.no_video)
     if len(ds) == 0:
         raise DeepSynthError(f"{root}: the {split} split has no segments (too few songs?)")

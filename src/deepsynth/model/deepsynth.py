@@ -118,10 +118,10 @@ class DeepSynth(nn.Module):
         audio context of one receptive field, so the first scored sample sees all it depends on."""
         return max(0, self.video_receptive_field - self.receptive_field)
 
-    def item_windows(self) -> dict[str, int]:
-        """What a training or scoring item needs around its window: `context` samples of audio
+    def item_spans(self) -> dict[str, int]:
+        """What a training or scoring item needs around its segment: `context` samples of audio
         (one receptive field), `video_context` more samples of video before that, `lookahead`
-        samples of video after the window (SegmentDataset's keyword arguments)."""
+        samples of video after the segment (SegmentDataset's keyword arguments)."""
         return {"context": self.receptive_field, "video_context": self.video_context,
                 "lookahead": self.lookahead}
 

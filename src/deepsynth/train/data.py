@@ -66,13 +66,13 @@ class Datasets:
     context: int  # left context per segment, in samples (= loss_start)
 
 
-def open_datasets(root: str | os.PathLike, cfg: TrainConfig, windows: dict[str, int],
+def open_datasets(root: str | os.PathLike, cfg: TrainConfig, spans: dict[str, int],
                   frames: bool, world: int = 1) -> Datasets:
     """Training segments and the fixed validation subset of a built store, with the context
-    and video the model needs (`DeepSynth.item_windows`); `frames=False`: key states only
+    and video the model needs (`DeepSynth.item_spans`); `frames=False`: key states only
     (rendered later, or no video)."""
     segments = segment_config(root, cfg)
-    kw = {**windows, "render_frames": frames, "segments": segments}
+    kw = {**spans, "render_frames": frames, "segments": segments}
     train = SegmentDataset(root, "train", **kw)
     val = SegmentDataset(root, "val", **kw)
     need = cfg.batch_size * world
@@ -83,7 +83,7 @@ def open_datasets(root: str | os.PathLike, cfg: TrainConfig, windows: dict[str, 
     if len(val) == 0:
         raise DeepSynthError(f"{root}: the validation split has no segments (too few songs?)")
     subset = validation_subset(val, n=cfg.val_segments, seed=cfg.val_seed)
-    return Datasets(train, val, list(subset.indices), windows["context"])
+    return Datasets(train, val, list(subset.indices), spans["context"])
 
 
 def loader(dataset: SegmentDataset, batches: list[list[int]], workers: int,

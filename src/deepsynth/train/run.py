@@ -273,7 +273,7 @@ class Run:
     def _open_data(self) -> None:
         """The segments with the audio and video around them that the model needs."""
         cfg, env = self.cfg, self.env
-        spans = self.model.item_windows()  # context, video context and lookahead, in samples
+        spans = self.model.item_spans()  # context, video context and lookahead, in samples
         self.context = spans["context"]
         workers = self.options.workers
         self.workers = workers if workers is not None else (4 if self.cuda else 0)
