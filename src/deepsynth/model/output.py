@@ -68,7 +68,9 @@ class OutputDistribution(ABC):
         `inv_temp` a 0-d tensor (1 / temperature; 0: the most likely class) -> classes (B,).
         Static shapes and no host synchronisation (it runs inside a CUDA graph)."""
 
-    # the fused step's sampler: a plain function of arrays that numba compiles, or None
+    # the fused step's sampler, the same rule as `sample` for one row: a plain function of
+    # (params (n_params,) float32, uniforms (n_uniforms,) float64, inv_temp) -> class, written
+    # so that numba compiles it (loops over arrays, math and numpy scalar functions)
     sample_one: ClassVar[Callable[[np.ndarray, np.ndarray, float], int]]
 
 
