@@ -66,6 +66,30 @@ def test_several_inputs_as_one_batch(tmp_path, ckpt, song):
     assert len(read_wav(tmp_path / "out" / "other.wav")[0]) == 8000
 
 
+def test_an_inputs_audio_is_the_same_alone_and_second_in_a_batch(tmp_path, ckpt, song):
+    first = save(make_midi([(72, 90, 0, 2 * TPB)]), tmp_path / "first.mid")
+    third = save(make_midi([(48, 70, 0, TPB), (50, 70, TPB, 3 * TPB)]), tmp_path / "third.mid")
+    common = ["--checkpoint", ckpt, "--seed", "3", "--duration", "1.5", "-q"]
+    r = run("synthesize", first, song, third, "-o", tmp_path / "batch", *common)
+    assert r.returncode == 0, r.stderr
+    r = run("synthesize", song, "-o", tmp_path / "alone.wav", *common)
+    assert r.returncode == 0, r.stderr
+    alone, _ = read_wav(tmp_path / "alone.wav")
+    assert len(alone) == 6000
+    assert np.array_equal(alone, read_wav(tmp_path / "batch" / "song.wav")[0])
+    assert len(read_wav(tmp_path / "batch" / "first.wav")[0]) == 6000
+
+
+@pytest.mark.parametrize("name", ["both.wav", "both.MP4"])
+def test_several_inputs_and_one_output_file_is_an_error(tmp_path, ckpt, song, name):
+    other = save(make_midi([(72, 90, 0, 2 * TPB)]), tmp_path / "other.mid")
+    r = run("synthesize", song, other, "-o", tmp_path / name, "--checkpoint", ckpt)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "2 inputs" in lines[0] and "directory" in lines[0], r.stderr
+    assert not (tmp_path / name).exists()
+
+
 @pytest.mark.parametrize(
     ("case", "match"),
     [("corrupt-ckpt", "checkpoint"), ("missing-input", "no such file"),

@@ -14,26 +14,34 @@ OUT_SUFFIXES = (".wav", ".mp4")
 
 
 def default_checkpoint() -> Path:
-    return Path(__file__).resolve().parent.parent / "checkpoints" / "small.pt"
+    from deepsynth.api import default_checkpoint
+
+    return default_checkpoint()
 
 
 def load_model(checkpoint: str | None):
+    """(model, payload, path) of --checkpoint: a file, a run folder (its best.pt) or, by
+    default, the shipped model."""
+    from deepsynth.api import checkpoint_path
     from deepsynth.checkpoint import load_checkpoint
 
-    path = Path(checkpoint) if checkpoint else default_checkpoint()
-    if checkpoint is None and not path.exists():
-        raise DeepSynthError(f"no default checkpoint at {path}: pass --checkpoint PATH")
+    path = checkpoint_path(checkpoint)
     model, payload = load_checkpoint(path)
     return model, payload, path
 
 
 def sampling_temperature(requested: float | None, payload: dict) -> float:
     """The temperature asked for, else the one recorded in the checkpoint at export, else 1."""
-    if requested is None:
-        requested = float((payload.get("extra") or {}).get("temperature", 1.0))
-    if requested < 0:
-        raise DeepSynthError(f"--temperature must be >= 0, got {requested}")
-    return requested
+    from deepsynth.api import recommended_temperature
+
+    return recommended_temperature(requested, payload)
+
+
+def _check_output(args) -> None:
+    """Several inputs need a directory: refuse a file name before any work is done."""
+    n = len(args.inputs)
+    if n > 1 and Path(args.output).suffix.lower() in OUT_SUFFIXES:
+        raise DeepSynthError(f"-o {args.output}: {n} inputs make {n} files: give a directory")
 
 
 def _targets(args, n_inputs: int) -> list[Path]:
@@ -52,12 +60,13 @@ def _targets(args, n_inputs: int) -> list[Path]:
 
 
 def cmd_synthesize(args) -> int:
+    _check_output(args)
     from tqdm import tqdm
 
+    from deepsynth.api import open_input, source_window
     from deepsynth.audio import StreamingWavWriter
-    from deepsynth.generate.generator import Window, generate
+    from deepsynth.generate.generator import generate
     from deepsynth.generate.outputs import write_mp4
-    from deepsynth.generate.sources import open_source
 
     if args.device == "cuda":
         import torch
@@ -67,23 +76,8 @@ def cmd_synthesize(args) -> int:
     model, payload, ckpt = load_model(args.checkpoint)
     args.temperature = sampling_temperature(args.temperature, payload)
     sr = model.cfg.audio.sample_rate
-    sources = [open_source(p, sample_rate=sr) for p in args.inputs]
-    for s in sources:
-        if s.sample_rate != sr:
-            raise DeepSynthError(
-                f"{s.path}: video is timed at {s.sample_rate} Hz, the model generates {sr} Hz"
-            )
-    windows = []
-    for s in sources:
-        start = int(round(args.start * sr))
-        if start >= s.n_samples:
-            raise DeepSynthError(
-                f"{s.path}: --start {args.start} s is past its end ({s.n_samples / sr:.1f} s)"
-            )
-        length = s.n_samples - start if args.duration is None else int(round(args.duration * sr))
-        if length <= 0:
-            raise DeepSynthError(f"--duration must be positive, got {args.duration}")
-        windows.append(Window(start, min(length, s.n_samples - start)))
+    sources = [open_input(p, sr) for p in args.inputs]
+    windows = [source_window(s, args.start, args.duration) for s in sources]
     targets = _targets(args, len(sources))
     total = max(w.length for w in windows)
     bar = tqdm(

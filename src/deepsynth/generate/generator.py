@@ -7,8 +7,9 @@ before the piece), so the result equals the conditioning over the whole piece; e
 layer's conditioning projection is taken for the chunk, and then the fused decoder steps through
 the chunk sample by sample. Memory is bounded by the chunk, not the piece.
 
-Sampling draws one uniform number per sample from a per-sequence random generator seeded from
-`seed`, so the same seed gives the same audio whatever the chunk size or batch.
+Sampling draws its uniform numbers from one random generator per input, seeded from that
+input's seed alone, so an input's audio depends on its seed and content only: the same whatever
+the chunk size, the batch, or its position in the batch.
 """
 
 from __future__ import annotations
@@ -113,19 +114,38 @@ def decoder_state(model: DeepSynth, batch: int, chunk: int, device: str = "cpu")
     return GraphedDecoderState(decoder, model.output, batch, chunk, device)
 
 
+def inference_model(model: DeepSynth) -> DeepSynth:
+    """`model` itself if it is already in eval mode, float32 and on the CPU, else a copy that
+    is: the caller's model is never changed."""
+    tensors = [*model.parameters(), *model.buffers()]
+    ready = not any(m.training for m in model.modules()) and all(
+        t.device.type == "cpu" and (t.dtype == torch.float32 or not t.is_floating_point())
+        for t in tensors
+    )
+    return model if ready else copy.deepcopy(model).eval().float().cpu()
+
+
+def input_rng(seed: int) -> np.random.Generator:
+    """The random generator of one input seeded `seed` (the first child of the seed's sequence,
+    as a batch of one has always drawn)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
+
+
 @torch.no_grad()
 def generate(
     model: DeepSynth,
     sources: Sequence[VideoSource],
     windows: Sequence[Window] | None = None,
     temperature: float = 1.0,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     chunk: int | None = None,
     on_chunk: Callable[[list[np.ndarray]], None] | None = None,
     device: str = "cpu",
 ) -> list[np.ndarray]:
     """Generate int16 audio for each source (as one batch). `on_chunk` receives each new chunk
     (one int16 array per source, already cut to its window) as soon as it is generated.
+    `seed`: one for every input, or one per input; an input's audio depends only on its own
+    seed and content, not on the batch. `model` is left as it was (see `inference_model`).
 
     On the CPU the decoder steps in the fused numba kernel; on another device (CUDA) in
     PyTorch with the step captured in a CUDA graph. The conditioning is computed on the CPU, by
@@ -140,13 +160,16 @@ def generate(
 
 
 def _generate(model, sources, windows, temperature, seed, chunk, on_chunk, device):
-    model = model.eval().float().cpu()
+    model = inference_model(model)
+    seeds = [seed] * len(sources) if isinstance(seed, int | np.integer) else list(seed)
+    if len(seeds) != len(sources):
+        raise ValueError(f"{len(seeds)} seeds for {len(sources)} sources")
     windows = list(windows or [Window(0, s.n_samples) for s in sources])
     conditioner = Conditioner(model, [frame_features(model, s) for s in sources])
     total = max(w.length for w in windows)
     step = chunk_length(model, len(sources), chunk)
     state = decoder_state(model, len(sources), step, device)
-    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(sources))]
+    rngs = [input_rng(int(s)) for s in seeds]
     outputs: list[list[np.ndarray]] = [[] for _ in sources]
     for t in range(0, total, step):
         n = min(step, total - t)
@@ -174,8 +197,9 @@ def score_incremental(
 ) -> torch.Tensor:
     """Teacher-forced logits (B, K, T) computed sample by sample with the cache, in the layout
     of `model.forward(frames, frame_index, audio)`, which they must equal (frame_index as
-    forward takes it: extra video context before the audio and the lookahead after it)."""
-    model = model.eval().float().cpu()
+    forward takes it: extra video context before the audio and the lookahead after it).
+    `model` is left as it was."""
+    model = inference_model(model)
     B, T = audio.shape
     state = FusedDecoderState(pack_decoder(model.decoder), model.output, B)
     feats = model.frame_features(frames) if model.conditioned else None

@@ -1,0 +1,304 @@
+"""DeepSynth from Python: load a model, synthesize audio for a keyboard video, MIDI file, key
+states or frames, and simulate a MIDI file (what the CLI's `synthesize` and `simulate` do).
+
+    import deepsynth
+    synth = deepsynth.load()                     # the shipped model (or a checkpoint, a run)
+    audio = synth.synthesize("song.mid", duration=5)          # int16 at synth.sample_rate
+    sim = deepsynth.simulate("song.mid", sample_rate=synth.sample_rate)
+    audio = synth.synthesize((sim.states, sim.times), seed=1)  # key states + their times (s)
+
+Times are in seconds from the start of the piece: the time each state (or frame) starts being
+shown, non-decreasing, rounded to the model's sample grid; before the first one the keyboard is
+empty. A piece given as arrays lasts until one second after its last change (as a video
+DeepSynth did not write), or as long as `start + duration` asks.
+
+Nothing here imports torch until it is needed (`import deepsynth` stays cheap), and no model
+passed in is changed (generation works on a float32, eval-mode copy when it has to).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+from deepsynth.errors import DeepSynthError
+
+if TYPE_CHECKING:
+    from deepsynth.generate.generator import Window
+    from deepsynth.generate.sources import VideoSource
+    from deepsynth.layout import KeyboardLayout
+    from deepsynth.model.deepsynth import DeepSynth
+
+PathLike = Union[str, "os.PathLike[str]"]
+Source = Union[PathLike, tuple[np.ndarray, np.ndarray], "Simulated"]
+BEST = "best.pt"  # the checkpoint a run folder is loaded from
+
+
+def default_checkpoint() -> Path:
+    """The model shipped with DeepSynth."""
+    return Path(__file__).resolve().parent / "checkpoints" / "small.pt"
+
+
+def checkpoint_path(checkpoint: PathLike | None) -> Path:
+    """The file to load: the shipped model for None, a run folder's best.pt, or the path."""
+    if checkpoint is None:
+        path = default_checkpoint()
+        if not path.exists():
+            raise DeepSynthError(f"no default checkpoint at {path}: pass a checkpoint")
+        return path
+    path = Path(checkpoint)
+    if path.is_dir():
+        if not (path / BEST).exists():
+            raise DeepSynthError(f"{path}: a run folder without {BEST}")
+        return path / BEST
+    return path
+
+
+def recommended_temperature(requested: float | None, payload: dict[str, Any]) -> float:
+    """The temperature asked for, else the one recorded in the checkpoint at export, else 1."""
+    if requested is None:
+        requested = float((payload.get("extra") or {}).get("temperature", 1.0))
+    if requested < 0:
+        raise DeepSynthError(f"temperature must be >= 0, got {requested}")
+    return requested
+
+
+def source_window(source: VideoSource, start: float = 0.0, duration: float | None = None) -> Window:
+    """The samples of `source` from `start` seconds, `duration` seconds long (None: to its end;
+    cut at its end)."""
+    from deepsynth.generate.generator import Window
+
+    sr = source.sample_rate
+    first = int(round(start * sr))
+    name = source.path if source.path is not None else "input"
+    if first < 0:
+        raise DeepSynthError(f"start must be >= 0, got {start}")
+    if first >= source.n_samples:
+        raise DeepSynthError(
+            f"{name}: start {start} s is past its end ({source.n_samples / sr:.1f} s)"
+        )
+    length = source.n_samples - first if duration is None else int(round(duration * sr))
+    if length <= 0:
+        raise DeepSynthError(f"duration must be positive, got {duration}")
+    return Window(first, min(length, source.n_samples - first))
+
+
+def open_input(path: PathLike, sample_rate: int) -> VideoSource:
+    """A video or MIDI file as a source timed at `sample_rate` (the model's); a video timed at
+    another rate is refused."""
+    from deepsynth.generate.sources import open_source
+
+    src = open_source(path, sample_rate=sample_rate)
+    if src.sample_rate != sample_rate:
+        raise DeepSynthError(
+            f"{src.path}: video is timed at {src.sample_rate} Hz, the model generates "
+            f"{sample_rate} Hz"
+        )
+    return src
+
+
+def change_samples(times: np.ndarray, n: int, sample_rate: int) -> np.ndarray:
+    """(n,) times in seconds -> int64 start samples, checked (non-decreasing, >= 0)."""
+    times = np.asarray(times, dtype=np.float64)
+    if times.shape != (n,):
+        raise DeepSynthError(f"times must have shape ({n},), one per row, got {times.shape}")
+    if n == 0:
+        raise DeepSynthError("no key states or frames given")
+    if not np.all(np.isfinite(times)) or times[0] < 0 or np.any(np.diff(times) < 0):
+        raise DeepSynthError("times must be finite, >= 0 and non-decreasing (seconds)")
+    return np.round(times * sample_rate).astype(np.int64)
+
+
+def array_source(
+    rows: np.ndarray,
+    starts: np.ndarray,
+    sample_rate: int,
+    layout: KeyboardLayout,
+    n_samples: int | None = None,
+) -> VideoSource:
+    """A source from key states (N, 88) bool or frames (N, H, W) uint8 and the samples (N,)
+    where each starts being shown (see `change_samples`). Before the first the keyboard is
+    empty; the piece lasts `n_samples`, by default one second past the last change."""
+    from deepsynth.generate.sources import FRAME_BATCH, VideoSource
+    from deepsynth.layout import N_KEYS
+
+    rows = np.asarray(rows)
+    if rows.ndim == 2 and rows.shape[1] == N_KEYS and rows.dtype == bool:
+        def draw(lo: int, hi: int) -> np.ndarray:
+            return layout.render(rows[lo:hi])
+        empty = np.zeros((1, N_KEYS), dtype=bool)
+    elif rows.ndim == 3 and rows.dtype == np.uint8:
+        if rows.shape[1:] != layout.shape:
+            raise DeepSynthError(
+                f"frames must be (N, {layout.height}, {layout.width}) for this model's "
+                f"keyboard, got {rows.shape}"
+            )
+
+        def draw(lo: int, hi: int) -> np.ndarray:
+            return rows[lo:hi]
+        empty = layout.render(np.zeros((1, N_KEYS), dtype=bool))
+    else:
+        raise DeepSynthError(
+            f"give key states (N, {N_KEYS}) bool or frames (N, H, W) uint8, "
+            f"got {rows.dtype} {rows.shape}"
+        )
+    starts = np.asarray(starts, np.int64)
+    if starts[0] > 0:  # the empty keyboard until the first change
+        rows = np.concatenate([empty, rows])
+        starts = np.r_[0, starts]
+    end = int(starts[-1]) + sample_rate
+    n_samples = end if n_samples is None else max(int(n_samples), int(starts[-1]) + 1)
+
+    def frames() -> Iterator[np.ndarray]:
+        for lo in range(0, len(rows), FRAME_BATCH):
+            yield np.ascontiguousarray(draw(lo, lo + FRAME_BATCH))
+
+    return VideoSource(None, "arrays", starts, n_samples, sample_rate, frames)
+
+
+@dataclass(frozen=True)
+class Simulated:
+    """A simulated MIDI file: what its keyboard video shows and what the piano sounds like.
+
+    `states` (N, 88) bool: the keys down in each shown state (A0 first); `times` (N,) seconds:
+    when each state starts; `audio` int16 at `sample_rate`: the ground truth. `frames()`
+    renders the keyboard video's frames (N, 57, 780) uint8."""
+
+    states: np.ndarray
+    times: np.ndarray
+    audio: np.ndarray
+    sample_rate: int
+    starts: np.ndarray  # (N,) int64: the sample where each state starts (times * sample_rate)
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+    def frames(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """The video's frames of states [lo, hi) (all by default), (n, 57, 780) uint8."""
+        from deepsynth.sim import keyboard
+
+        return keyboard.layout().render(self.states[lo:hi])
+
+
+def simulate(
+    midi: PathLike, sample_rate: int = 4000, soundfont: PathLike | None = None
+) -> Simulated:
+    """Simulate a MIDI file as `deepsynth simulate` does: the key states its keyboard video
+    shows, with their times, and the SoundFont piano's audio at `sample_rate` (the model's:
+    `synth.sample_rate`). Writes nothing."""
+    from deepsynth.config import AudioConfig, SimConfig
+    from deepsynth.sim.simulate import simulate as run
+
+    sim = run(midi, SimConfig(audio=AudioConfig(sample_rate=sample_rate)), soundfont)
+    starts = sim.changes.starts.astype(np.int64)
+    return Simulated(
+        states=sim.changes.states,
+        times=starts / sample_rate,
+        audio=sim.audio.audio,
+        sample_rate=sample_rate,
+        starts=starts,
+    )
+
+
+class Synth:
+    """A model ready to generate: `synthesize` turns one input into int16 audio at
+    `sample_rate`. Build one with `deepsynth.load`, or from a model in memory (left as it is)."""
+
+    def __init__(
+        self,
+        model: DeepSynth,
+        temperature: float = 1.0,
+        device: str = "cpu",
+        checkpoint: Path | None = None,
+    ) -> None:
+        self.model = model
+        self.temperature = recommended_temperature(temperature, {})
+        self.device = device
+        self.checkpoint = checkpoint
+
+    @property
+    def sample_rate(self) -> int:
+        """Samples per second of the audio it generates (and of the times it is given)."""
+        return self.model.cfg.audio.sample_rate
+
+    def __repr__(self) -> str:
+        where = self.checkpoint.name if self.checkpoint else "a model in memory"
+        return f"Synth({where}, {self.sample_rate} Hz, temperature {self.temperature})"
+
+    def source(self, source: Source, n_samples: int | None = None) -> VideoSource:
+        """What `synthesize` conditions on, from any input it takes."""
+        sr = self.sample_rate
+        if isinstance(source, Simulated):
+            if source.sample_rate != sr:
+                raise DeepSynthError(
+                    f"simulated at {source.sample_rate} Hz, the model generates {sr} Hz"
+                )
+            n = len(source.audio) if n_samples is None else max(n_samples, len(source.audio))
+            return array_source(source.states, source.starts, sr, self._layout(), n)
+        if isinstance(source, tuple):
+            if len(source) != 2:
+                raise DeepSynthError("give (key states or frames, times in seconds)")
+            rows = np.asarray(source[0])
+            starts = change_samples(source[1], len(rows), sr)
+            return array_source(rows, starts, sr, self._layout(), n_samples)
+        if isinstance(source, str | os.PathLike):
+            return open_input(source, sr)
+        raise DeepSynthError(
+            f"source must be a path, (states or frames, times) or a Simulated, got "
+            f"{type(source).__name__}"
+        )
+
+    def _layout(self) -> KeyboardLayout:
+        if self.model.layout is not None:
+            return self.model.layout
+        from deepsynth.sim import keyboard
+
+        return keyboard.layout()
+
+    def synthesize(
+        self,
+        source: Source,
+        start: float = 0.0,
+        duration: float | None = None,
+        temperature: float | None = None,
+        seed: int = 0,
+    ) -> np.ndarray:
+        """Generate the audio (n,) int16 at `sample_rate` of `source` from `start` seconds,
+        `duration` seconds long (None: to its end). `source`: a video or MIDI path; a tuple
+        (key states (N, 88) bool, times (N,) s) or (frames (N, H, W) uint8, times (N,) s);
+        or what `deepsynth.simulate` returned. `temperature` None: the model's recommended
+        one; 0 picks the most likely sample. The same seed and input give the same audio."""
+        from deepsynth.generate.generator import generate
+
+        temperature = self.temperature if temperature is None else temperature
+        temperature = recommended_temperature(temperature, {})
+        n = None
+        if duration is not None and isinstance(source, tuple | Simulated):
+            n = int(round((start + duration) * self.sample_rate))
+        src = self.source(source, n)
+        win = source_window(src, start, duration)
+        return generate(self.model, [src], [win], temperature, seed, device=self.device)[0]
+
+
+def load(checkpoint: PathLike | None = None, device: str = "cpu") -> Synth:
+    """A `Synth` for a checkpoint: the model shipped with DeepSynth by default, else a
+    checkpoint file or a training run's folder (its best.pt). `device`: "cpu", or "cuda" to
+    run the decoder in a CUDA graph. Its temperature is the one the checkpoint recommends."""
+    from deepsynth.checkpoint import load_checkpoint
+
+    if device not in ("cpu", "cuda"):
+        raise DeepSynthError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DeepSynthError("device 'cuda': no CUDA device is available here")
+    path = checkpoint_path(checkpoint)
+    model, payload = load_checkpoint(path)
+    return Synth(model, recommended_temperature(None, payload), device, path)
