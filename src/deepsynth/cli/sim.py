@@ -58,11 +58,11 @@ def _add_sim_options(p: argparse.ArgumentParser) -> None:
 
 
 def _simulate_one(job: tuple) -> tuple[str, dict | None, str | None]:
-    midi, out, name, cfg, soundfont, fps, any_instrument = job
+    midi, out, name, cfg, soundfont, fps, any_instrument, camera = job
     from deepsynth.sim.simulate import simulate_to_files
 
     try:
-        meta = simulate_to_files(midi, out, name, cfg, soundfont, fps, any_instrument)
+        meta = simulate_to_files(midi, out, name, cfg, soundfont, fps, any_instrument, camera)
         return str(midi), meta, None
     except DeepSynthError as e:
         return str(midi), None, str(e)
@@ -79,7 +79,9 @@ def cmd_simulate(args) -> int:
         raise DeepSynthError(f"--fps must be positive, got {args.fps}")
     midis = expand_midi_inputs(args.inputs)
     out = output_dir(args.output)
-    jobs = [(m, out, n, cfg, args.soundfont, args.fps, args.any_instrument)
+    if args.camera is not None and args.camera < 0:
+        raise DeepSynthError(f"--camera takes a seed >= 0, got {args.camera}")
+    jobs = [(m, out, n, cfg, args.soundfont, args.fps, args.any_instrument, args.camera)
             for m, n in zip(midis, _unique_names(midis), strict=True)]
     failures: list[tuple[str, str]] = []
     bar = tqdm(total=len(jobs), unit="song", disable=len(jobs) < 2 or args.quiet, file=sys.stderr)
@@ -125,12 +127,15 @@ def _collect(results, bar, failures, quiet) -> int:
 def cmd_video2midi(args) -> int:
     from deepsynth.sim.keystates import notes_from_key_changes
     from deepsynth.sim.midi import write_midi
-    from deepsynth.sim.video import read_key_changes
+    from deepsynth.sim.video import read_keys
 
     if args.sample_rate <= 0:
         raise DeepSynthError(f"sample rate must be positive, got {args.sample_rate}")
     out = output_file(args.output, MIDI_SUFFIXES)
-    changes = read_key_changes(args.video, sample_rate=args.sample_rate)
+    reading = read_keys(args.video, sample_rate=args.sample_rate)
+    for warning in reading.warnings:
+        print(f"warning: {args.video}: {warning}", file=sys.stderr)
+    changes = reading.changes
     notes = notes_from_key_changes(changes)
     write_midi(notes, out, sample_rate=changes.sample_rate)
     print(f"{out}: {len(notes)} notes from {len(changes)} key states "
@@ -151,6 +156,10 @@ def register(sub) -> None:
     p.add_argument("--fps", type=float, metavar="N",
                    help="constant frame rate like a camera (default: one frame per key change "
                         "at its exact time)")
+    p.add_argument("--camera", type=int, metavar="SEED",
+                   help="camera mode: the keyboard as a camera films it (drawn from SEED: frame "
+                        "size, place, tilt, shades, blur, noise, lossy yuv420p H.264); the "
+                        "parameters go into the metadata")
     p.add_argument("--any-instrument", action="store_true",
                    help="play notes of non-piano instruments on the piano too")
     p.add_argument("--workers", type=int, default=1, metavar="N",

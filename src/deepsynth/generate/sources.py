@@ -88,7 +88,10 @@ def source_from_changes(
 
 
 def _video_source(path: Path, sample_rate: int) -> VideoSource:
-    from deepsynth.sim.video import iter_frames, video_info
+    from deepsynth.sim.video import is_simulator_picture, iter_frames, read_keys, video_info
+
+    if not is_simulator_picture(path):  # any other keyboard: read its keys, draw them anew
+        return source_from_changes(read_keys(path, sample_rate).changes, path, kind="video")
 
     info = video_info(path, sample_rate)
     starts = []

@@ -76,9 +76,12 @@ def simulate_to_files(
     soundfont: str | os.PathLike | None = None,
     fps: float | None = None,
     any_instrument: bool = False,
+    camera: int | None = None,
 ) -> dict:
-    """Write OUT/NAME.mp4 (video + audio), OUT/NAME.wav (ground truth) and OUT/NAME.json."""
-    from deepsynth.sim.video import write_video  # PyAV is only needed here
+    """Write OUT/NAME.mp4 (video + audio), OUT/NAME.wav (ground truth) and OUT/NAME.json.
+    `camera`: the seed of a camera-mode video (deepsynth.sim.camera) instead of the exact
+    picture; its parameters go into the metadata."""
+    from deepsynth.sim.video import write_camera_video, write_video  # PyAV only needed here
 
     sim = simulate(midi_path, cfg, soundfont, any_instrument)
     out = Path(out_dir)
@@ -86,6 +89,13 @@ def simulate_to_files(
     meta = sim.metadata() | {"source": str(midi_path), "source_sha256": file_sha256(midi_path),
                              "fps": fps}
     write_wav(out / f"{name}.wav", sim.audio.audio, cfg.audio.sample_rate)
-    write_video(out / f"{name}.mp4", sim.changes, sim.audio.audio, fps=fps)
+    if camera is None:
+        write_video(out / f"{name}.mp4", sim.changes, sim.audio.audio, fps=fps)
+    else:
+        from deepsynth.sim.camera import Camera, random_camera
+
+        cam = Camera(random_camera(camera))
+        meta["camera"] = cam.cfg.to_dict()
+        write_camera_video(out / f"{name}.mp4", sim.changes, cam, sim.audio.audio, fps=fps)
     atomic_write_text(out / f"{name}.json", json.dumps(meta, indent=2) + "\n")
     return meta | {"outputs": [str(out / f"{name}.{ext}") for ext in ("mp4", "wav", "json")]}

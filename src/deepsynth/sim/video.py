@@ -7,8 +7,11 @@ cannot be 4 kHz). The sample rate and length of the piece are kept in the contai
 tag, so a reader recovers exact sample indices.
 
 Reading: unique frames (identical consecutive frames are merged) with the sample index at which
-each starts. Any 780x57 video works; the Y plane is taken as is (no range conversion). A video
-DeepSynth did not write has no tag: the caller gives the sample rate of its time grid.
+each starts, as gray pictures of any size (gray: the Y plane as is; other pixel formats are
+converted to gray). A video DeepSynth did not write has no tag: the caller gives the sample
+rate of its time grid. Key states: the simulator's own picture (780x57 gray) is read exactly
+through the simulator's layout, as ever; any other video goes through the key reader
+(deepsynth.reader), calibrated on the video itself.
 """
 
 from __future__ import annotations
@@ -24,11 +27,15 @@ import numpy as np
 
 from deepsynth.atomic import atomic_path
 from deepsynth.errors import DeepSynthError
+from deepsynth.layout import KeyboardLayout
 from deepsynth.sim import keyboard
 from deepsynth.sim.keystates import KeyChanges, changes_from_states
 
 AAC_RATES = (16000, 22050, 24000, 32000, 44100, 48000)
 _TAG = re.compile(r"deepsynth sample_rate=(\d+) n_samples=(\d+)")
+# 8-bit pixel formats whose first plane is the picture's luma (read as is, no range conversion)
+LUMA_FIRST = frozenset({"gray", "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p",
+                        "yuvj444p", "nv12", "nv21"})
 RENDER_CHUNK = 256  # frames rendered at a time while writing (keeps memory flat)
 
 
@@ -75,14 +82,44 @@ def write_video(
     write_frames(path, frames(), changes.sample_rate, changes.n_samples, audio)
 
 
+def write_camera_video(
+    path: str | os.PathLike,
+    changes: KeyChanges,
+    camera,
+    audio: np.ndarray | None = None,
+    fps: float | None = None,
+) -> None:
+    """The keyboard of `changes` as `camera` (deepsynth.sim.camera.Camera) films it: lossy
+    H.264 in yuv420p at the camera's size, at a constant `fps` or at the key changes."""
+    from deepsynth.sim.camera import camera_schedule
+
+    pts, states = camera_schedule(changes, fps)
+    chunk = max(1, RENDER_CHUNK * keyboard.WIDTH * keyboard.HEIGHT
+                // (camera.cfg.width * camera.cfg.height))
+
+    def frames() -> Iterator[tuple[int, np.ndarray]]:
+        for lo in range(0, len(pts), chunk):
+            images = camera.render(states[lo : lo + chunk], np.arange(lo, lo + chunk))
+            yield from zip(pts[lo : lo + chunk].tolist(), images, strict=False)
+
+    write_frames(path, frames(), changes.sample_rate, changes.n_samples, audio,
+                 size=(camera.cfg.width, camera.cfg.height), pix_fmt="yuv420p",
+                 options={"crf": str(camera.cfg.crf), "preset": "veryfast"})
+
+
 def write_frames(
     path: str | os.PathLike,
     frames: Iterable[tuple[int, np.ndarray]],
     sample_rate: int,
     n_samples: int,
     audio: np.ndarray | None = None,
+    size: tuple[int, int] = (keyboard.WIDTH, keyboard.HEIGHT),
+    pix_fmt: str = "gray",
+    options: dict[str, str] | None = None,
 ) -> None:
-    """Write (pts in samples, 57x780 uint8 image) frames, and optionally audio, to an mp4."""
+    """Write (pts in samples, gray uint8 image of `size` = (width, height)) frames, and
+    optionally audio, to an mp4: by default lossless gray (qp 0), else `pix_fmt` with the
+    encoder `options`."""
     import av
 
     tag = f"deepsynth sample_rate={sample_rate} n_samples={n_samples}"
@@ -90,9 +127,9 @@ def write_frames(
     with atomic_path(path, suffix=".mp4") as tmp, av.open(str(tmp), "w", format="mp4") as out:
         out.metadata["comment"] = tag
         video = out.add_stream("libx264")
-        video.width, video.height = keyboard.WIDTH, keyboard.HEIGHT
-        video.pix_fmt = "gray"
-        video.options = {"qp": "0", "preset": "veryfast"}  # qp 0: lossless
+        video.width, video.height = size
+        video.pix_fmt = pix_fmt
+        video.options = options or {"qp": "0", "preset": "veryfast"}  # qp 0: lossless
         video.time_base = video.codec_context.time_base = time_base
         astream = None
         if audio is not None:
@@ -101,6 +138,8 @@ def write_frames(
             astream.options = {"b": "32k"}  # ample for low-rate audio; 3x faster than the default
         for t, img in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="gray")
+            if pix_fmt != "gray":
+                frame = frame.reformat(format=pix_fmt)
             frame.pts, frame.time_base = int(t), time_base
             out.mux(video.encode(frame))
         out.mux(video.encode())
@@ -144,14 +183,16 @@ def _open(path: str | os.PathLike):
     if not container.streams.video:
         container.close()
         raise DeepSynthError(f"{p}: has no video stream")
-    v = container.streams.video[0]
-    if (v.codec_context.width, v.codec_context.height) != (keyboard.WIDTH, keyboard.HEIGHT):
-        container.close()
-        raise DeepSynthError(
-            f"{p}: video is {v.codec_context.width}x{v.codec_context.height}, "
-            f"a keyboard video must be {keyboard.WIDTH}x{keyboard.HEIGHT}"
-        )
     return container
+
+
+def is_simulator_picture(path: str | os.PathLike) -> bool:
+    """Whether the video shows the simulator's own picture, exactly: its first frame is the
+    780x57 drawing, every pixel at its key's rest or pressed shade (lossless)."""
+    lay = keyboard.layout()
+    for _, img in iter_frames(path, sample_rate=1):
+        return img.shape == lay.shape and bool(np.all((img == lay.base) | (img == lay.pressed)))
+    return False
 
 
 def video_info(path: str | os.PathLike, sample_rate: int | None = None) -> VideoInfo:
@@ -174,7 +215,7 @@ def _info(container, sample_rate: int | None, path) -> VideoInfo:
 def iter_frames(
     path: str | os.PathLike, sample_rate: int | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (start sample, 57x780 uint8 frame) for each run of identical frames."""
+    """Yield (start sample, gray uint8 frame (H, W)) for each run of identical frames."""
     import av
 
     container = _open(path)
@@ -182,9 +223,12 @@ def iter_frames(
         sr = _info(container, sample_rate, path).sample_rate
         previous = None
         for frame in container.decode(video=0):
-            plane = frame.planes[0]
-            img = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
-            img = img[:, : frame.width]
+            if frame.format.name in LUMA_FIRST:  # the 8-bit luma plane as stored
+                plane = frame.planes[0]
+                img = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+                img = img[:, : frame.width]
+            else:
+                img = frame.to_ndarray(format="gray")
             if previous is not None and np.array_equal(img, previous):
                 continue
             previous = img.copy()
@@ -198,7 +242,7 @@ def iter_frames(
 
 @dataclass(frozen=True)
 class VideoFrames:
-    frames: np.ndarray  # (N, 57, 780) uint8, consecutive frames differ
+    frames: np.ndarray  # (N, H, W) uint8, consecutive frames differ
     starts: np.ndarray  # (N,) int64 sample index where each frame starts
     sample_rate: int
     n_samples: int
@@ -219,8 +263,39 @@ def read_video(path: str | os.PathLike, sample_rate: int | None = None) -> Video
     return VideoFrames(np.stack(frames), starts_a, info.sample_rate, max(n, int(starts_a[-1]) + 1))
 
 
+@dataclass(frozen=True)
+class KeyReading:
+    changes: KeyChanges  # the key states read, at the frames' sample times
+    layout: KeyboardLayout  # the keyboard as the video shows it
+    warnings: tuple[str, ...] = ()  # the reading looks wrong (one line each)
+
+
+def read_keys(path: str | os.PathLike, sample_rate: int | None = None) -> KeyReading:
+    """Key states of every frame: the simulator's picture through its own layout (exact),
+    any other video through the key reader calibrated on it (DeepSynthError "no 88-key
+    keyboard found in PATH" when it finds none)."""
+    if is_simulator_picture(path):
+        video = read_video(path, sample_rate)
+        states = keyboard.layout().read_key_states(video.frames)
+        changes = changes_from_states(video.starts, states, video.sample_rate, video.n_samples)
+        return KeyReading(changes, keyboard.layout())
+    from deepsynth.reader import calibrate, rest_pictures
+
+    info = video_info(path, sample_rate)
+    cal = calibrate(rest_pictures(img for _, img in iter_frames(path, sample_rate)), str(path))
+    starts, values = [], []
+    for start, img in iter_frames(path, sample_rate):
+        starts.append(start)
+        values.append(cal.values(img[None])[0])
+    cal.fit_shades(np.stack(values))
+    states = cal.states_of(np.stack(values))
+    starts_a = np.asarray(starts, np.int64) - starts[0]
+    n = info.n_samples if info.n_samples is not None else int(starts_a[-1]) + info.sample_rate
+    changes = changes_from_states(starts_a, states, info.sample_rate, max(n, starts_a[-1] + 1))
+    cal.check_reading(changes.states, np.diff(np.r_[changes.starts, changes.n_samples]))
+    return KeyReading(changes, cal.layout(), tuple(cal.warnings))
+
+
 def read_key_changes(path: str | os.PathLike, sample_rate: int | None = None) -> KeyChanges:
-    """The reference decoder: key states read from every frame's pixels (thresholded)."""
-    video = read_video(path, sample_rate)
-    states = keyboard.layout().read_key_states(video.frames)
-    return changes_from_states(video.starts, states, video.sample_rate, video.n_samples)
+    """The reference decoder: the key states of every frame (see `read_keys`)."""
+    return read_keys(path, sample_rate).changes

@@ -1,0 +1,358 @@
+"""The key reader: finds an 88-key keyboard in a video's frames and reads its keys.
+
+Calibrated per video by classical image processing (the keyboard's known pattern is enough):
+
+1. Two pictures from frames sampled over the video: per pixel a high percentile (the white keys
+   at rest: a pressed white key is darker) and a low one (the black keys at rest: a pressed
+   black key is lighter), so keys held for much of the piece do not hide.
+2. Where the keyboard is: the largest bright region (the white keys, closed over the gaps
+   between them); its four extreme corners give a projective map from the keyboard's canvas
+   (the 780x57 drawing: 52 white keys of 15 units) to the frame. The map is then refined along
+   the keyboard from the 51 dark lines between white keys (least squares).
+3. Its keys: the 36 black keys are the dark runs across the upper band of the rectified rest
+   picture (anything else is "no 88-key keyboard found"); their bottom edge is measured; each
+   key is then sampled on a small grid inside its own area (white keys below the black ones),
+   mapped to the frame with bilinear taps.
+4. Each key's rest shade and pressed change: from the key's values over the whole video. The
+   press direction (darker or lighter) is found per colour; a key held for the whole video is
+   recognised because its rest shade differs from its neighbours'.
+
+`Calibration.levels` reads 0 (rest) .. 1 (pressed) per key and frame, `states` thresholds them
+at 0.5, and `layout()` gives the keyboard layout object (deepsynth.layout) of the video's frame
+size, the same object the simulator's drawing produces (exactly so on the simulator's video).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from deepsynth.errors import DeepSynthError
+from deepsynth.layout import N_KEYS, KeyboardLayout, is_black
+
+CANVAS_W, CANVAS_H, WHITE = 780.0, 57.0, 15.0  # the keyboard's canvas, in white-key units x 15
+LOWEST_PITCH = 21
+PITCHES = np.arange(LOWEST_PITCH, LOWEST_PITCH + N_KEYS)
+BLACK = np.array([is_black(p) for p in PITCHES])
+WHITE_KEYS = np.flatnonzero(~BLACK)  # key index of the k-th white key
+BLACK_KEYS = np.flatnonzero(BLACK)
+# the canvas x of the boundary each black key sits on (the left edge of the next white key)
+BLACK_BOUNDARY = np.array([WHITE * np.count_nonzero(~BLACK[:k]) for k in BLACK_KEYS])
+GRID = 4  # sample points per key along each axis
+
+
+def homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 3x3 projective map taking the four points `src` (4, 2) to `dst` (4, 2)."""
+    rows = []
+    for (x, y), (u, v) in zip(src, dst, strict=True):
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y, -u])
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y, -v])
+    _, _, vt = np.linalg.svd(np.asarray(rows, np.float64))
+    h = vt[-1].reshape(3, 3)
+    return h / h[2, 2]
+
+
+def apply_homography(h: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Points (..., 2) through the projective map h."""
+    p = np.concatenate([xy, np.ones(xy.shape[:-1] + (1,))], axis=-1) @ h.T
+    return p[..., :2] / p[..., 2:3]
+
+
+CANVAS = np.array([[0.0, 0.0], [CANVAS_W, 0.0], [CANVAS_W, CANVAS_H], [0.0, CANVAS_H]])
+
+
+def _taps(shape: tuple[int, int], xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear taps (flat indices, weights), both (..., 4), of pixel-edge points `xy`."""
+    H, W = shape
+    x = np.clip(xy[..., 0] - 0.5, 0, W - 1)
+    y = np.clip(xy[..., 1] - 0.5, 0, H - 1)
+    x0 = np.minimum(np.floor(x), max(W - 2, 0)).astype(np.int64)
+    y0 = np.minimum(np.floor(y), max(H - 2, 0)).astype(np.int64)
+    fx, fy = x - x0, y - y0
+    base = y0 * W + x0
+    idx = np.stack([base, base + 1, base + W, base + W + 1], axis=-1)
+    w = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=-1)
+    return np.minimum(idx, H * W - 1), w
+
+
+def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    idx, w = _taps(image.shape, xy)
+    return (image.reshape(-1)[idx] * w).sum(axis=-1)
+
+
+def _otsu(image: np.ndarray) -> float:
+    hist, edges = np.histogram(image, bins=256, range=(0, 256))
+    p = hist / max(hist.sum(), 1)
+    omega, mu = np.cumsum(p), np.cumsum(p * np.arange(256))
+    between = (mu[-1] * omega - mu) ** 2 / np.maximum(omega * (1 - omega), 1e-12)
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of each run of True."""
+    d = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1), strict=True))
+
+
+def _crossing(profile: np.ndarray, i: int, threshold: float, step: float) -> float:
+    """Sub-sample position between samples i - 1 and i where `profile` crosses `threshold`."""
+    a, b = profile[i - 1], profile[i]
+    t = 0.5 if a == b else (threshold - a) / (b - a)
+    return (i - 1 + float(np.clip(t, 0, 1))) * step
+
+
+def no_keyboard(where: str) -> DeepSynthError:
+    return DeepSynthError(f"no 88-key keyboard found in {where}")
+
+
+@dataclass
+class Calibration:
+    """Where the keys of one video are and what they look like at rest and pressed."""
+
+    shape: tuple[int, int]  # frame height, width
+    to_frame: np.ndarray  # (3, 3) canvas (pixel-edge) -> frame (pixel-edge) coordinates
+    black_spans: np.ndarray  # (36, 2) canvas x of each black key's left and right edge
+    black_bottom: float  # canvas y of the black keys' lower edge
+    background: float  # shade around the keyboard
+    taps: np.ndarray = field(repr=False)  # (88, GRID * GRID * 4) flat pixel indices
+    weights: np.ndarray = field(repr=False)  # same shape, summing to 1 per key
+    rest: np.ndarray | None = None  # (88,) each key's value at rest
+    change: np.ndarray | None = None  # (88,) pressed value - rest value (signed)
+    warnings: list[str] = field(default_factory=list)
+
+    def values(self, frames: np.ndarray) -> np.ndarray:
+        """Frames (N, H, W) -> each key's mean over its sample grid (N, 88) float32."""
+        flat = np.asarray(frames).reshape(len(frames), -1)
+        return np.einsum("nkt,kt->nk", flat[:, self.taps].astype(np.float32), self.weights)
+
+    def levels(self, frames: np.ndarray) -> np.ndarray:
+        """(N, 88) in [0, 1]: 0 at the key's rest shade, 1 at its pressed shade."""
+        return self.levels_of(self.values(frames))
+
+    def levels_of(self, values: np.ndarray) -> np.ndarray:
+        """Key values (N, 88) (from `values`) -> levels (N, 88) in [0, 1]."""
+        if self.rest is None or self.change is None:
+            raise ValueError("shades not fitted: call fit_shades with the video's key values")
+        return np.clip((values - self.rest) / self.change, 0.0, 1.0)
+
+    def states(self, frames: np.ndarray) -> np.ndarray:
+        return self.levels(frames) > 0.5
+
+    def states_of(self, values: np.ndarray) -> np.ndarray:
+        return self.levels_of(values) > 0.5
+
+    def fit_shades(self, values: np.ndarray) -> None:
+        """Each key's rest shade and pressed change from its values over the video (T, 88)."""
+        values = np.asarray(values, np.float64)
+        median = np.median(values, axis=0)
+        dev = values - median
+        noise = 1.4826 * np.median(np.abs(dev - np.median(dev, axis=0)), axis=0)
+        sigma = max(float(np.median(noise)), 0.5)
+        rest, change = median.copy(), np.zeros(N_KEYS)
+        for colour in (~BLACK, BLACK):
+            d = dev[:, colour]
+            big = d[np.abs(d) > 8 * sigma]
+            if big.size == 0:  # no key of this colour ever pressed
+                change[colour] = np.nan
+                continue
+            sign = 1.0 if np.median(big) > 0 else -1.0
+            # rest: the side away from the presses (robust to keys held for long)
+            q = 5 if sign > 0 else 95
+            r = np.percentile(values[:, colour], q, axis=0)
+            step = float(np.median(np.abs(big)))
+            # a key held for the whole video: its rest shade stands out from its neighbours'
+            keys = np.flatnonzero(colour)
+            for i in range(len(keys)):
+                neighbours = np.r_[r[max(0, i - 3) : i], r[i + 1 : i + 4]]
+                if len(neighbours) and abs(r[i] - np.median(neighbours)) > 0.5 * step:
+                    r[i] = np.median(neighbours)
+            rest[colour] = r
+            d = sign * (values[:, colour] - r)
+            per_key = np.array([np.median(d[d[:, j] > 0.5 * step, j]) if
+                                np.any(d[:, j] > 0.5 * step) else step
+                                for j in range(len(keys))])
+            change[colour] = sign * per_key
+        if np.all(np.isnan(change)):
+            self.warnings.append("no key is ever pressed in the video")
+        filler = np.nanmedian(np.abs(change)) if not np.all(np.isnan(change)) else 64.0
+        change = np.where(np.isnan(change), np.where(BLACK, 1.0, -1.0) * filler, change)
+        self.rest, self.change = rest, change
+
+    def check_reading(self, states: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Warnings for a reading that looks wrong: many keys held for most of the piece."""
+        w = np.ones(len(states)) if weights is None else np.asarray(weights, np.float64)
+        held = (states * w[:, None]).sum(0) / max(w.sum(), 1e-9)
+        many = int(np.count_nonzero(held > 0.8))
+        if many >= 8:
+            self.warnings.append(f"{many} keys read as held for most of the piece: the video may "
+                                 f"not show a keyboard the reader understands")
+
+    def layout(self) -> KeyboardLayout:
+        """The keyboard layout of this video's frames: the key owning each pixel (-1 between
+        white keys and off the keyboard), each key's rest and pressed shade."""
+        if self.rest is None or self.change is None:
+            raise ValueError("shades not fitted: call fit_shades first")
+        H, W = self.shape
+        ys, xs = np.mgrid[0:H, 0:W]
+        uv = apply_homography(np.linalg.inv(self.to_frame), np.stack([xs + 0.5, ys + 0.5], -1))
+        u, v = uv[..., 0], uv[..., 1]
+        on = (u >= 0) & (u < CANVAS_W) & (v >= 0) & (v < CANVAS_H)
+        white = np.clip(np.floor(u / WHITE).astype(np.int64), 0, 51)
+        key_map = np.where(on & (u - white * WHITE >= 1.0), WHITE_KEYS[white], -1)
+        for key, (a, b) in zip(BLACK_KEYS, self.black_spans, strict=True):
+            key_map[on & (u >= a) & (u < b) & (v < self.black_bottom)] = key
+        rest = np.clip(np.rint(self.rest), 0, 255)
+        pressed = np.clip(np.rint(self.rest + self.change), 0, 255)
+        pressed = np.where(pressed == rest, np.where(rest < 128, rest + 1, rest - 1), pressed)
+        return KeyboardLayout(key_map=key_map.astype(np.int16), pitches=PITCHES,
+                              rest_shade=rest.astype(np.uint8),
+                              pressed_shade=pressed.astype(np.uint8),
+                              background=int(np.clip(np.rint(self.background), 0, 255)))
+
+
+def calibrate(pictures: tuple[np.ndarray, np.ndarray], where: str = "the video") -> Calibration:
+    """The keyboard's place and keys from its (bright, dark) pictures (`rest_pictures`);
+    DeepSynthError "no 88-key keyboard found in WHERE" when there is none."""
+    from scipy import ndimage
+
+    R = np.asarray(pictures[0], np.float32)
+    D = np.asarray(pictures[1], np.float32)
+    if R.shape != D.shape or R.ndim != 2:
+        raise ValueError("two pictures of the same size expected")
+    H, W = R.shape
+    if H < 16 or W < 200:
+        raise no_keyboard(where)
+    bright = _otsu(R) < R
+    k = max(1, round(W / 300))
+    bright = ndimage.binary_closing(bright, structure=np.ones((1, 2 * k + 1)), border_value=0)
+    bright |= _otsu(R) < R  # the closing's edge effects only ever remove
+    labels, n = ndimage.label(bright)
+    if n == 0:
+        raise no_keyboard(where)
+    sizes = np.bincount(labels.ravel())[1:]
+    ys, xs = np.nonzero(labels == 1 + int(np.argmax(sizes)))
+    if xs.max() - xs.min() < 0.25 * W or len(xs) < 0.002 * H * W:
+        raise no_keyboard(where)
+    s, d = xs + ys, xs - ys
+    corners = np.array([[xs[s.argmin()], ys[s.argmin()]],
+                        [xs[d.argmax()] + 1, ys[d.argmax()]],
+                        [xs[s.argmax()] + 1, ys[s.argmax()] + 1],
+                        [xs[d.argmin()], ys[d.argmin()] + 1]], np.float64)
+    to_frame = homography(CANVAS, corners)
+    to_frame = _refine_along(R, to_frame, where)
+    spans, bottom, level_white, level_black = _black_keys(R, D, to_frame, where)
+    taps, weights = _key_taps(R.shape, to_frame, spans, bottom)
+    outside = np.ones_like(R, bool)
+    outside[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = False
+    background = float(np.median(R[outside])) if outside.any() else float(level_black)
+    return Calibration((H, W), to_frame, spans, bottom, background, taps, weights)
+
+
+def _band(to_frame: np.ndarray, u: np.ndarray, v0: float, v1: float, rows: int = 6):
+    """Frame points of canvas columns u over `rows` canvas rows in [v0, v1]."""
+    vs = np.linspace(v0, v1, rows)
+    uv = np.stack(np.broadcast_arrays(u[None, :], vs[:, None]), axis=-1)
+    return apply_homography(to_frame, uv)
+
+
+def _refine_along(R: np.ndarray, to_frame: np.ndarray, where: str) -> np.ndarray:
+    """Correct the map along the keyboard from the lines between white keys: canvas line k is
+    at 15 k + 0.5 (the centre of the 1-unit gap); fit observed = a * true + c."""
+    step = 0.25
+    u = np.arange(0, CANVAS_W, step)
+    profile = _sample(R, _band(to_frame, u, 0.78 * CANVAS_H, 0.95 * CANVAS_H)).mean(axis=0)
+    true, seen = [], []
+    for k in range(1, 52):
+        centre = k * WHITE + 0.5
+        lo, hi = int((centre - 5) / step), int((centre + 5) / step)
+        window = profile[lo:hi]
+        i = int(np.argmin(window))
+        depth = np.median(window) - window[i]
+        if 0 < i < len(window) - 1 and depth > 8:
+            a, b, c = window[i - 1], window[i], window[i + 1]
+            off = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) != 0 else 0.0
+            true.append(centre)
+            seen.append((lo + i + off) * step)
+    if len(true) < 20:
+        raise no_keyboard(where)
+    a, c = np.polyfit(true, seen, 1)
+    return to_frame @ np.array([[a, 0, c], [0, 1, 0], [0, 0, 1]])
+
+
+def _black_keys(R: np.ndarray, D: np.ndarray, to_frame: np.ndarray, where: str):
+    """(36, 2) spans, bottom edge, white and black levels of the black keys: dark runs across
+    the upper band of the dark picture D (a pressed white key is still far lighter than a black
+    one at rest; the threshold sits a third of the way up from black)."""
+    step = 0.25
+    u = np.arange(0, CANVAS_W, step)
+    top = _sample(D, _band(to_frame, u, 0.15 * CANVAS_H, 0.4 * CANVAS_H)).mean(axis=0)
+    low = _sample(R, _band(to_frame, u, 0.8 * CANVAS_H, 0.95 * CANVAS_H)).mean(axis=0)
+    level_white = float(np.median(low))
+    level_black = float(np.percentile(top, 5))
+    if level_white - level_black < 30:
+        raise no_keyboard(where)
+    threshold = level_black + 0.35 * (level_white - level_black)
+    dark = top < threshold
+    runs = [(a, b) for a, b in _runs(dark) if (b - a) * step >= 2.0 and a > 0 and b < len(top)]
+    found = np.array([[_crossing(top, a, threshold, step), _crossing(top, b, threshold, step)]
+                      for a, b in runs]).reshape(-1, 2)
+    if len(found) < len(BLACK_KEYS):
+        raise no_keyboard(where)
+    # each black key: the dark run nearest the boundary it sits on (edges and dirt are not)
+    nearest = np.abs(found.mean(axis=1)[None, :] - BLACK_BOUNDARY[:, None]).argmin(axis=1)
+    spans = found[nearest]
+    if len(set(nearest.tolist())) < len(BLACK_KEYS) or \
+            np.abs(spans.mean(axis=1) - BLACK_BOUNDARY).max() > 0.4 * WHITE:
+        raise no_keyboard(where)
+    vstep = 0.25
+    v = np.arange(0, CANVAS_H, vstep)
+    bottoms = []
+    for left, right in spans:  # off the centre: the line between white keys runs below it
+        c = left + 0.3 * (right - left)
+        col = _sample(D, apply_homography(to_frame, np.stack([np.full_like(v, c), v], -1)))
+        below = np.flatnonzero(col >= threshold)
+        first = below[below > 4 / vstep]
+        if len(first):
+            bottoms.append(_crossing(col, int(first[0]), threshold, vstep))
+    if not bottoms:
+        raise no_keyboard(where)
+    return spans, float(np.median(bottoms)), level_white, level_black
+
+
+def _key_taps(shape, to_frame, spans, bottom):
+    """Each key's sample grid (canvas) -> bilinear taps in the frame, (88, GRID^2 * 4)."""
+    g = (np.arange(GRID) + 0.5) / GRID
+    boxes = np.zeros((N_KEYS, 4))  # u0, u1, v0, v1
+    for i, key in enumerate(WHITE_KEYS):
+        boxes[key] = [i * WHITE + 4, i * WHITE + 11,
+                      bottom + 0.3 * (CANVAS_H - bottom), CANVAS_H - 0.15 * (CANVAS_H - bottom)]
+    for key, (a, b) in zip(BLACK_KEYS, spans, strict=True):
+        w = b - a
+        boxes[key] = [a + 0.25 * w, b - 0.25 * w, 0.2 * bottom, 0.8 * bottom]
+    us = boxes[:, :1] + (boxes[:, 1:2] - boxes[:, :1]) * g[None, :]  # (88, GRID)
+    vs = boxes[:, 2:3] + (boxes[:, 3:4] - boxes[:, 2:3]) * g[None, :]
+    uv = np.stack(np.broadcast_arrays(us[:, None, :], vs[:, :, None]), -1).reshape(N_KEYS, -1, 2)
+    idx, w = _taps(shape, apply_homography(to_frame, uv))
+    return idx.reshape(N_KEYS, -1), (w / (GRID * GRID)).reshape(N_KEYS, -1).astype(np.float32)
+
+
+def rest_pictures(frames: Iterable[np.ndarray], keep: int = 48,
+                  budget: int = 50_000_000) -> tuple[np.ndarray, np.ndarray]:
+    """(bright, dark): the per-pixel 90th and 10th percentiles of up to `keep` frames spread
+    evenly over `frames` (fewer for big frames: at most `budget` pixels in all)."""
+    kept: list[np.ndarray] = []
+    stride = 1
+    for seen, frame in enumerate(frames):
+        if seen == 0:
+            keep = int(np.clip(budget // max(np.asarray(frame).size, 1), 8, keep))
+        if seen % stride == 0:
+            kept.append(np.asarray(frame, np.uint8))
+            if len(kept) == 2 * keep:
+                kept, stride = kept[::2], stride * 2
+    if not kept:
+        raise DeepSynthError("no frames to calibrate on")
+    stack = np.sort(np.stack(kept[:: max(1, len(kept) // keep)]), axis=0)
+    n = len(stack) - 1
+    return stack[int(round(0.9 * n))], stack[int(round(0.1 * n))]
