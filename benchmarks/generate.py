@@ -1,20 +1,30 @@
 """Generation speed: cached incremental sampling (fused kernel) against the naive way (re-running
 the whole network over the receptive field for every new sample), at batch 1 and batch 32, for
 `small` and `paper-27x256` on the CPU; plus the end-to-end rate of `generate` (conditioning
-included) and its memory on a long piece.
+included) and its memory on a long piece; batched throughput (batch 8 against batch 1, end to
+end and the fused kernel alone, on the same cores, in the same run); and the start-up of a 1 s
+`synthesize` of a MIDI file with the shipped model, in a fresh process: the time before its
+first generated samples, by phase (interpreter and imports, checkpoint, input, kernel load
+from numba's on-disk cache and first chunk).
 
 Targets (issue 7): cached >= 50x naive; `small` >= 4,000 samples/s (real time) at batch 1 on
-2 cores. Random weights: speed does not depend on what the weights are.
+2 cores. Issue 19: batch 8 >= 4x the throughput of batch 1; start-up < 1 s. Random weights
+(except for the start-up): speed does not depend on what the weights are.
 
     python benchmarks/generate.py [--presets small paper-27x256] [--long-minutes 10]
+    python benchmarks/generate.py --only batch startup     # the issue-19 figures alone
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -84,13 +94,102 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def batch_rates(model: DeepSynth, seconds: float = 4.0, batch: int = 8) -> dict:
+    """End-to-end samples/s (conditioning included) of `generate` at batch 1 and `batch`
+    (different pieces of `seconds` each), and of the fused kernel alone, in this process."""
+    n = int(seconds * 4000)
+    pieces = [long_source(seconds / 60, seed=s) for s in range(batch)]
+    generate(model, pieces[:2], [Window(0, 500)] * 2)  # warm up both kernels
+    generate(model, pieces[:1], [Window(0, 500)])
+    rates = {}
+    for b in (1, batch):
+        start = time.perf_counter()
+        generate(model, pieces[:b], [Window(0, n)] * b)
+        rates[f"e2e_b{b}"] = b * n / (time.perf_counter() - start)
+        rates[f"kernel_b{b}"] = cached_rate(model, b, n // 2)
+    return rates
+
+
+STARTUP = """
+import sys, time, json
+t = {"spawn": float(sys.argv[2])}
+t["python"] = time.time()
+import deepsynth
+from deepsynth.generate.generator import Window, generate
+t["imports"] = time.time()
+synth = deepsynth.load()
+t["checkpoint"] = time.time()
+from deepsynth.api import open_input, source_window
+src = open_input(sys.argv[1], synth.sample_rate)
+win = source_window(src, 0.0, 1.0)
+t["input"] = time.time()
+first = []
+generate(synth.model, [src], [win], synth.temperature, chunk=64,
+         on_chunk=lambda _: first or first.append(time.time()))
+t["first_samples"] = first[0]
+t["done"] = time.time()
+print(json.dumps(t))
+"""
+
+
+def startup(repeats: int = 3) -> dict:
+    """Seconds from spawning a fresh interpreter to the first 64 generated samples of a 1 s
+    synthesize of the demo piece (MIDI) with the shipped model, by phase; the median run."""
+    from deepsynth.sim.compose import write_demo_midi
+
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        midi = Path(tmp) / "demo.mid"
+        write_demo_midi(midi)
+        for _ in range(repeats):
+            spawn = time.time()
+            out = subprocess.run([sys.executable, "-c", STARTUP, str(midi), repr(spawn)],
+                                 capture_output=True, text=True, check=True).stdout
+            t = json.loads(out)
+            names = list(t)
+            runs.append({b: round(t[b] - t[a], 3) for a, b in zip(names, names[1:], strict=False)}
+                        | {"to_first_samples": round(t["first_samples"] - t["spawn"], 3)})
+    runs.sort(key=lambda r: r["to_first_samples"])
+    return runs[len(runs) // 2]
+
+
+def startup_figures() -> dict:
+    s = startup()
+    phases = ", ".join(f"{k} {v:.2f}" for k, v in s.items() if k != "to_first_samples")
+    print(f"start-up of a 1 s synthesize (MIDI, shipped model): {s['to_first_samples']:.2f} s "
+          f"to the first samples (target < 1 s): {phases}")
+    return {f"startup_{k}_s": v for k, v in s.items()}
+
+
+def batch_figures(batch: int = 8) -> dict:
+    model = DeepSynth(get_preset("small").model, keyboard.layout()).eval()
+    r = batch_rates(model, batch=batch)
+    e2e, kernel = r[f"e2e_b{batch}"] / r["e2e_b1"], r[f"kernel_b{batch}"] / r["kernel_b1"]
+    print(f"        small batch {batch} vs batch 1, end to end: {r[f'e2e_b{batch}']:,.0f} vs "
+          f"{r['e2e_b1']:,.0f} samples/s = {e2e:.2f}x (target >= 4x); fused kernel alone: "
+          f"{kernel:.2f}x")
+    return {f"small_batch_{k}": round(v, 1) for k, v in r.items()} | {
+        f"small_batch{batch}_vs_1_e2e": round(e2e, 2),
+        f"small_batch{batch}_vs_1_kernel": round(kernel, 2)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["small", "paper-27x256"])
     ap.add_argument("--long-minutes", type=float, default=10.0)
+    ap.add_argument("--only", nargs="+", choices=("batch", "startup"),
+                    help="only these measurements (default: all)")
     args = ap.parse_args()
     torch.manual_seed(0)
     record: dict = {"threads": torch.get_num_threads()}
+    if args.only:
+        if "startup" in args.only:
+            record |= startup_figures()
+        if "batch" in args.only:
+            record |= batch_figures()
+        print(f"appended to {append_result('generate', record)}")
+        return 0
+    record |= startup_figures()
     if "small" in args.presets:  # first, so the peak RSS reflects generation alone
         name = "small"
         model = DeepSynth(get_preset(name).model, keyboard.layout()).eval()
@@ -126,6 +225,7 @@ def main() -> int:
             "rss_mb_first_chunk": round(trace[0]),
             "rss_mb_last_chunk": round(trace[-1]),
         }
+    record |= batch_figures()
     for name in args.presets:
         model = DeepSynth(get_preset(name).model, keyboard.layout()).eval()
         big = model.decoder.stack.blocks[0].conv.in_channels >= 256
