@@ -152,16 +152,22 @@ class Calibration:
         sigma = max(float(np.median(noise)), 0.5)
         rest, change = median.copy(), np.zeros(N_KEYS)
         for colour in (~BLACK, BLACK):
-            d = dev[:, colour]
-            big = d[np.abs(d) > 8 * sigma]
-            if big.size == 0:  # no key of this colour ever pressed
+            # each key against the typical value of its neighbourhood (most keys are up at any
+            # moment, even where one key is held for most of the piece)
+            med = median[colour]
+            local = np.array([np.median(med[max(0, i - 3) : i + 4]) for i in range(len(med))])
+            d = values[:, colour] - local
+            extreme = max(float(d.max()), float(-d.min()))
+            if extreme < max(8 * sigma, 10.0):  # no key of this colour ever pressed
                 change[colour] = np.nan
                 continue
-            sign = 1.0 if np.median(big) > 0 else -1.0
+            # presses: the largest changes (compression ripple next to a pressed key is small)
+            sign = 1.0 if d.max() >= -d.min() else -1.0
+            big = sign * d[sign * d > max(8 * sigma, 0.4 * extreme)]
             # rest: the side away from the presses (robust to keys held for long)
             q = 5 if sign > 0 else 95
             r = np.percentile(values[:, colour], q, axis=0)
-            step = float(np.median(np.abs(big)))
+            step = float(np.median(big))
             # a key held for the whole video: its rest shade stands out from its neighbours'
             keys = np.flatnonzero(colour)
             for i in range(len(keys)):
@@ -224,10 +230,11 @@ def calibrate(pictures: tuple[np.ndarray, np.ndarray], where: str = "the video")
     H, W = R.shape
     if H < 16 or W < 200:
         raise no_keyboard(where)
-    bright = _otsu(R) < R
-    k = max(1, round(W / 300))
+    threshold = _otsu(R)
+    bright = threshold < R
+    k = max(1, round(W / 90))  # closes gaps up to a white key wide (a key held throughout)
     bright = ndimage.binary_closing(bright, structure=np.ones((1, 2 * k + 1)), border_value=0)
-    bright |= _otsu(R) < R  # the closing's edge effects only ever remove
+    bright |= threshold < R  # the closing's edge effects only ever remove
     labels, n = ndimage.label(bright)
     if n == 0:
         raise no_keyboard(where)
