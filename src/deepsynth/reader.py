@@ -345,6 +345,28 @@ def _key_taps(shape, to_frame, spans, bottom):
     return idx.reshape(N_KEYS, -1), (w / (GRID * GRID)).reshape(N_KEYS, -1).astype(np.float32)
 
 
+def frame_period(starts: np.ndarray) -> int | None:
+    """The frame period in samples of a constant-rate video (its frames' start samples, equal
+    consecutive frames merged, so gaps are whole periods), or None for frames at irregular
+    times (a frame per key change)."""
+    gaps = np.diff(np.asarray(starts, np.int64))
+    if len(gaps) < 4 or gaps.min() < 2:
+        return None
+    rough = float(np.percentile(gaps, 5))
+    periods = np.maximum(np.round(gaps / rough), 1)
+    period = gaps.sum() / periods.sum()  # fractional: pts are rounded to whole samples
+    off = np.abs(gaps - periods * period)
+    return int(round(period)) if np.mean(off <= 1.5) >= 0.95 else None
+
+
+def midpoint_times(starts: np.ndarray, period: int) -> np.ndarray:
+    """A change first seen in a frame happened since the frame before: date it half a period
+    earlier (the middle of that interval), keeping the first frame at 0 and the order."""
+    out = np.asarray(starts, np.int64).copy()
+    out[1:] -= period // 2
+    return np.maximum.accumulate(np.maximum(out, np.arange(len(out))))
+
+
 def rest_pictures(frames: Iterable[np.ndarray], keep: int = 48,
                   budget: int = 50_000_000) -> tuple[np.ndarray, np.ndarray]:
     """(bright, dark): the per-pixel 90th and 10th percentiles of up to `keep` frames spread

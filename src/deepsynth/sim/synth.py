@@ -14,7 +14,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from deepsynth.audio import float_to_int16
 from deepsynth.config import SimConfig
@@ -114,6 +113,8 @@ def render_notes(
     if pos < n_render:
         block = np.frombuffer(synth.generate_simple(n_render - pos), dtype=np.float32)
         mono[pos:] = block.reshape(-1, 2).mean(axis=1)
+    from scipy.signal import resample_poly  # scipy.signal takes a second to import: when used
+
     audio = resample_poly(mono, ratio.numerator, ratio.denominator)[:n_out]
     if len(audio) < n_out:
         audio = np.pad(audio, (0, n_out - len(audio)))

@@ -279,7 +279,7 @@ def read_keys(path: str | os.PathLike, sample_rate: int | None = None) -> KeyRea
         states = keyboard.layout().read_key_states(video.frames)
         changes = changes_from_states(video.starts, states, video.sample_rate, video.n_samples)
         return KeyReading(changes, keyboard.layout())
-    from deepsynth.reader import calibrate, rest_pictures
+    from deepsynth.reader import calibrate, frame_period, midpoint_times, rest_pictures
 
     info = video_info(path, sample_rate)
     cal = calibrate(rest_pictures(img for _, img in iter_frames(path, sample_rate)), str(path))
@@ -291,6 +291,9 @@ def read_keys(path: str | os.PathLike, sample_rate: int | None = None) -> KeyRea
     states = cal.states_of(np.stack(values))
     starts_a = np.asarray(starts, np.int64) - starts[0]
     n = info.n_samples if info.n_samples is not None else int(starts_a[-1]) + info.sample_rate
+    period = frame_period(starts_a)
+    if period is not None:  # a camera's constant rate: each change dated mid-interval
+        starts_a = midpoint_times(starts_a, period)
     changes = changes_from_states(starts_a, states, info.sample_rate, max(n, starts_a[-1] + 1))
     cal.check_reading(changes.states, np.diff(np.r_[changes.starts, changes.n_samples]))
     return KeyReading(changes, cal.layout(), tuple(cal.warnings))
