@@ -377,11 +377,13 @@ def rest_pictures(frames: Iterable[np.ndarray], keep: int = 48,
         if seen == 0:
             keep = int(np.clip(budget // max(np.asarray(frame).size, 1), 8, keep))
         if seen % stride == 0:
-            kept.append(np.asarray(frame, np.uint8))
+            kept.append(np.array(frame, np.uint8))  # a copy: frames may be reused views
             if len(kept) == 2 * keep:
                 kept, stride = kept[::2], stride * 2
     if not kept:
         raise DeepSynthError("no frames to calibrate on")
-    stack = np.sort(np.stack(kept[:: max(1, len(kept) // keep)]), axis=0)
+    stack = np.stack(kept[:: max(1, len(kept) // keep)])
     n = len(stack) - 1
-    return stack[int(round(0.9 * n))], stack[int(round(0.1 * n))]
+    hi, lo = int(round(0.9 * n)), int(round(0.1 * n))
+    stack = np.partition(stack, sorted({lo, hi}), axis=0)
+    return stack[hi], stack[lo]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -213,9 +213,10 @@ def _info(container, sample_rate: int | None, path) -> VideoInfo:
 
 
 def iter_frames(
-    path: str | os.PathLike, sample_rate: int | None = None
+    path: str | os.PathLike, sample_rate: int | None = None, merge: bool = True
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (start sample, gray uint8 frame (H, W)) for each run of identical frames."""
+    """Yield (start sample, gray uint8 frame (H, W)) for each run of identical frames; with
+    `merge=False` every decoded frame, as a view valid until the next one (copy to keep it)."""
     import av
 
     container = _open(path)
@@ -229,11 +230,15 @@ def iter_frames(
                 img = img[:, : frame.width]
             else:
                 img = frame.to_ndarray(format="gray")
+            t = frame.pts if frame.pts is not None else 0
+            start = int(round(Fraction(t) * frame.time_base * sr))
+            if not merge:
+                yield start, img
+                continue
             if previous is not None and np.array_equal(img, previous):
                 continue
             previous = img.copy()
-            t = frame.pts if frame.pts is not None else 0
-            yield int(round(Fraction(t) * frame.time_base * sr)), previous
+            yield start, previous
     except av.FFmpegError as e:
         raise DeepSynthError(f"{path}: video cannot be decoded ({e.strerror or e})") from None
     finally:
@@ -266,8 +271,12 @@ def read_video(path: str | os.PathLike, sample_rate: int | None = None) -> Video
 @dataclass(frozen=True)
 class KeyReading:
     changes: KeyChanges  # the key states read, at the frames' sample times
-    layout: KeyboardLayout  # the keyboard as the video shows it
+    layout_of: Callable[[], KeyboardLayout]  # the keyboard as the video shows it, on demand
     warnings: tuple[str, ...] = ()  # the reading looks wrong (one line each)
+
+    @property
+    def layout(self) -> KeyboardLayout:
+        return self.layout_of()
 
 
 def read_keys(path: str | os.PathLike, sample_rate: int | None = None) -> KeyReading:
@@ -278,13 +287,14 @@ def read_keys(path: str | os.PathLike, sample_rate: int | None = None) -> KeyRea
         video = read_video(path, sample_rate)
         states = keyboard.layout().read_key_states(video.frames)
         changes = changes_from_states(video.starts, states, video.sample_rate, video.n_samples)
-        return KeyReading(changes, keyboard.layout())
+        return KeyReading(changes, keyboard.layout)
     from deepsynth.reader import calibrate, frame_period, midpoint_times, rest_pictures
 
     info = video_info(path, sample_rate)
-    cal = calibrate(rest_pictures(img for _, img in iter_frames(path, sample_rate)), str(path))
+    frames = (img for _, img in iter_frames(path, sample_rate, merge=False))
+    cal = calibrate(rest_pictures(frames), str(path))
     starts, values = [], []
-    for start, img in iter_frames(path, sample_rate):
+    for start, img in iter_frames(path, sample_rate, merge=False):
         starts.append(start)
         values.append(cal.values(img[None])[0])
     cal.fit_shades(np.stack(values))
@@ -296,7 +306,7 @@ def read_keys(path: str | os.PathLike, sample_rate: int | None = None) -> KeyRea
         starts_a = midpoint_times(starts_a, period)
     changes = changes_from_states(starts_a, states, info.sample_rate, max(n, starts_a[-1] + 1))
     cal.check_reading(changes.states, np.diff(np.r_[changes.starts, changes.n_samples]))
-    return KeyReading(changes, cal.layout(), tuple(cal.warnings))
+    return KeyReading(changes, cal.layout, tuple(cal.warnings))
 
 
 def read_key_changes(path: str | os.PathLike, sample_rate: int | None = None) -> KeyChanges:
