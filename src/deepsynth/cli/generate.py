@@ -77,6 +77,9 @@ def cmd_synthesize(args) -> int:
     args.temperature = sampling_temperature(args.temperature, payload)
     sr = model.cfg.audio.sample_rate
     sources = [open_input(p, sr) for p in args.inputs]
+    for src in sources:
+        for warning in src.warnings:
+            print(f"warning: {src.path}: {warning}", file=sys.stderr)
     windows = [source_window(s, args.start, args.duration) for s in sources]
     targets = _targets(args, len(sources))
     total = max(w.length for w in windows)

@@ -4,6 +4,7 @@ memory stays flat however long the piece."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class VideoSource:
     sample_rate: int
     frames_fn: Callable[[], Iterator[np.ndarray]]  # batches (M, 57, 780) of the unique frames
     changes: KeyChanges | None = None  # key states, for sources simulated from MIDI
+    warnings: tuple[str, ...] = ()  # the key reader's doubts about the video (one line each)
 
     def frame_batches(self) -> Iterator[np.ndarray]:
         return self.frames_fn()
@@ -91,7 +93,9 @@ def _video_source(path: Path, sample_rate: int) -> VideoSource:
     from deepsynth.sim.video import is_simulator_picture, iter_frames, read_keys, video_info
 
     if not is_simulator_picture(path):  # any other keyboard: read its keys, draw them anew
-        return source_from_changes(read_keys(path, sample_rate).changes, path, kind="video")
+        reading = read_keys(path, sample_rate)
+        source = source_from_changes(reading.changes, path, kind="video")
+        return dataclasses.replace(source, warnings=reading.warnings)
 
     info = video_info(path, sample_rate)
     starts = []
