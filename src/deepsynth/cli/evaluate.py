@@ -63,19 +63,51 @@ def _device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _sweep_command(args) -> list[str]:
+    """The sweep's command line, from its parsed arguments (defaults left out)."""
+    argv = ["deepsynth", "sweep", args.table]
+    for flag, value in (("--data", args.data), ("--budget-minutes", args.budget_minutes),
+                        ("--steps", args.steps), ("--presets", args.presets),
+                        ("--device", None if args.device == "auto" else args.device),
+                        ("--seed", args.seed or None), ("--seeds", args.seeds),
+                        ("--val-segments", args.val_segments), ("--val-every", args.val_every),
+                        ("--window-seconds", args.window_seconds),
+                        ("--overlap-seconds", args.overlap_seconds),
+                        ("--threads", args.threads), ("--slice-minutes", args.slice_minutes),
+                        ("--peak-tflops", args.peak_tflops)):
+        if value is not None:
+            argv += [flag, *map(str, value if isinstance(value, list) else [value])]
+    return argv + (["--tabulate"] if args.tabulate else []) + ["-o", args.output]
+
+
 def cmd_sweep(args) -> int:
-    from deepsynth.evaluate.sweep import run_sweep
+    from deepsynth.evaluate.sweep import record_command, run_sweep, tabulate, tabulate_only
 
     out = Path(args.output)
-    result = run_sweep(
-        args.data, out, budget_minutes=args.budget_minutes, presets=args.presets,
-        device=_device(args.device), seed=args.seed, log=_say(args.quiet),
-        progress=not args.quiet,
-        config=None if args.val_segments is None else {"val_segments": args.val_segments},
-    )
+    if args.tabulate:
+        result = tabulate_only(out)
+    else:
+        if args.data is None:
+            raise DeepSynthError("--data STORE is needed to train (or --tabulate)")
+        config = {k: v for k, v in (("val_segments", args.val_segments),
+                                    ("val_every", args.val_every),
+                                    ("window_seconds", args.window_seconds),
+                                    ("overlap_seconds", args.overlap_seconds)) if v is not None}
+        result = run_sweep(
+            args.data, out, budget_minutes=args.budget_minutes, presets=args.presets,
+            device=_device(args.device), seed=args.seed, log=_say(args.quiet),
+            progress=not args.quiet, config=config or None, steps=args.steps,
+            seeds=args.seeds, threads=args.threads, slice_minutes=args.slice_minutes,
+            peak_tflops=args.peak_tflops,
+        )
+    record_command(out, _sweep_command(args))
+    result |= tabulate(out)  # again, with this command among the ones that made the table
     if not args.quiet:
         print(result["table_markdown"])
         print(f"table: {out / 'table1.md'}")
+        if result.get("finished") is False:
+            print("the sweep stopped before every run reached --steps: run the same command "
+                  "again to go on")
     return 0
 
 
@@ -140,24 +172,48 @@ def register(sub) -> None:
     s = sub.add_parser(
         "sweep",
         help="reproduce a table of the paper (table1: every Table 1 preset, one budget each)",
-        description="table1: train each Table 1 row for the same time budget on the store's "
-        "train split (one after the other), then tabulate train and validation CE beside the "
-        "paper's numbers (SWEEP_DIR/table1.md, table1.json; each run in SWEEP_DIR/NAME/, resumed "
-        "when there, so a second sweep trains each row for another budget). On a GPU: the seven "
-        "paper presets. On a CPU: stand-ins with the paper's layers and L2 at 1/8 of the "
-        "channels and a small frame CNN (cpu-15x16-l2e-2, cpu-15x16, cpu-15x16-l2e-5, "
-        "cpu-20x16, cpu-27x16, cpu-27x32, cpu-27x64).",
+        description="table1: train each Table 1 row for the same budget (--budget-minutes, or "
+        "--steps) on the store's train split (one after the other), then tabulate train and "
+        "validation CE at equal steps and at equal training time beside the paper's numbers, "
+        "with the paper's three claims checked and a figure (SWEEP_DIR/table1.md, table1.json, "
+        "table1.png, made from every run folder in SWEEP_DIR; each run in SWEEP_DIR/NAME/, "
+        "resumed when there). On a GPU: the seven paper presets. On a CPU: stand-ins with the "
+        "paper's layers and L2 at 1/8 of the channels and a small frame CNN (cpu-15x16-l2e-2, "
+        "cpu-15x16, cpu-15x16-l2e-5, cpu-20x16, cpu-27x16, cpu-27x32, cpu-27x64). "
+        "--slice-minutes ends the invocation in time at a validation step, to be run again.",
     )
     s.add_argument("table", choices=("table1",), help="which table (table1)")
-    s.add_argument("--data", required=True, metavar="STORE", help="built store (data/piano)")
-    s.add_argument("--budget-minutes", type=float, required=True, metavar="M",
-                   help="training minutes per preset")
+    s.add_argument("--data", metavar="STORE", help="built store (data/piano); needed to train")
+    budget = s.add_mutually_exclusive_group()
+    budget.add_argument("--budget-minutes", type=float, metavar="M",
+                        help="training minutes per preset (runs in SWEEP_DIR train M more)")
+    budget.add_argument("--steps", type=int, metavar="N",
+                        help="train every run up to N steps in all (resumed runs go on to N)")
     s.add_argument("--presets", nargs="+", metavar="NAME",
                    help="presets to train instead (any preset or stand-in name)")
     s.add_argument("--device", default="auto", metavar="DEV", help="cpu, cuda or auto")
     s.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    s.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="train each preset once per seed (SWEEP_DIR/NAME for the first, "
+                   "NAME-seedS for the others); overrides --seed")
     s.add_argument("--val-segments", type=int, metavar="N",
                    help="validation segments per run (default: the recipe's 100, as the paper)")
+    s.add_argument("--val-every", type=int, metavar="STEPS",
+                   help="also validate every STEPS steps (default: after each epoch only)")
+    s.add_argument("--window-seconds", type=float, metavar="S",
+                   help="segment length (default: the store's, 5 s, as the paper)")
+    s.add_argument("--overlap-seconds", type=float, metavar="S",
+                   help="segment overlap (default: the store's, 2 s)")
+    s.add_argument("--threads", type=int, metavar="N", help="torch CPU threads per run")
+    s.add_argument("--slice-minutes", type=float, metavar="M",
+                   help="with --steps and --val-every: end this invocation within M minutes, "
+                   "at a validation step; the same command again resumes (from last.pt, in "
+                   "16 MiB shards), and the sliced runs end as uncut ones would")
+    s.add_argument("--peak-tflops", type=float, metavar="T",
+                   help="the device's peak TFLOP/s, for the model FLOPs utilisation written to "
+                   "each run's throughput.json (e.g. 989 for an H100 SXM in bf16)")
+    s.add_argument("--tabulate", action="store_true",
+                   help="train nothing: make the table from the run folders in SWEEP_DIR")
     s.add_argument("-o", "--output", required=True, metavar="SWEEP_DIR", help="output folder")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress")
     s.set_defaults(func=cmd_sweep)
