@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 N_KEYS = 88
+LOWEST_PITCH = 21  # A0: the keys' MIDI pitches are LOWEST_PITCH .. LOWEST_PITCH + 87 (C8)
 _BLACK_PITCH_CLASSES = frozenset({1, 3, 6, 8, 10})  # C#, D#, F#, G#, A#
 _FIELDS = ("height", "width", "key_map", "pitches", "rest_shade", "pressed_shade", "background")
 

@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deepsynth.errors import DeepSynthError
-from deepsynth.layout import N_KEYS, KeyboardLayout, is_black
+from deepsynth.layout import LOWEST_PITCH, N_KEYS, KeyboardLayout, is_black
 
 CANVAS_W, CANVAS_H, WHITE = 780.0, 57.0, 15.0  # the keyboard's canvas, in white-key units x 15
-LOWEST_PITCH = 21
 PITCHES = np.arange(LOWEST_PITCH, LOWEST_PITCH + N_KEYS)
 BLACK = np.array([is_black(p) for p in PITCHES])
 WHITE_KEYS = np.flatnonzero(~BLACK)  # key index of the k-th white key

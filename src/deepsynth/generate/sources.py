@@ -90,7 +90,13 @@ def source_from_changes(
 
 
 def _video_source(path: Path, sample_rate: int) -> VideoSource:
-    from deepsynth.sim.video import is_simulator_picture, iter_frames, read_keys, video_info
+    from deepsynth.sim.video import (
+        is_simulator_picture,
+        iter_frames,
+        piece_length,
+        read_keys,
+        video_info,
+    )
 
     if not is_simulator_picture(path):  # any other keyboard: read its keys, draw them anew
         reading = read_keys(path, sample_rate)
@@ -104,7 +110,7 @@ def _video_source(path: Path, sample_rate: int) -> VideoSource:
     if not starts:
         raise DeepSynthError(f"{path}: video has no frames")
     starts_a = np.asarray(starts, np.int64) - starts[0]
-    n = info.n_samples if info.n_samples is not None else int(starts_a[-1]) + info.sample_rate
+    n = piece_length(info, starts_a)
 
     def frames() -> Iterator[np.ndarray]:
         batch = []

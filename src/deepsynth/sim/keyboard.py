@@ -16,9 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from deepsynth.layout import N_KEYS, KeyboardLayout, is_black
+from deepsynth.layout import LOWEST_PITCH, N_KEYS, KeyboardLayout, is_black
 
-LOWEST_PITCH = 21  # A0
 HIGHEST_PITCH = 108  # C8
 WIDTH = 780
 HEIGHT = 57

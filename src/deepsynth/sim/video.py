@@ -268,6 +268,11 @@ def read_video(path: str | os.PathLike, sample_rate: int | None = None) -> Video
     return VideoFrames(np.stack(frames), starts_a, info.sample_rate, max(n, int(starts_a[-1]) + 1))
 
 
+def piece_length(info: VideoInfo, starts: np.ndarray) -> int:
+    """Samples a video lasts: as tagged, else one second past its last frame's start."""
+    return info.n_samples if info.n_samples is not None else int(starts[-1]) + info.sample_rate
+
+
 @dataclass(frozen=True)
 class KeyReading:
     changes: KeyChanges  # the key states read, at the frames' sample times
@@ -297,10 +302,11 @@ def read_keys(path: str | os.PathLike, sample_rate: int | None = None) -> KeyRea
     for start, img in iter_frames(path, sample_rate, merge=False):
         starts.append(start)
         values.append(cal.values(img[None])[0])
-    cal.fit_shades(np.stack(values))
-    states = cal.states_of(np.stack(values))
+    values = np.stack(values)
+    cal.fit_shades(values)
+    states = cal.states_of(values)
     starts_a = np.asarray(starts, np.int64) - starts[0]
-    n = info.n_samples if info.n_samples is not None else int(starts_a[-1]) + info.sample_rate
+    n = piece_length(info, starts_a)
     period = frame_period(starts_a)
     if period is not None:  # a camera's constant rate: each change dated mid-interval
         starts_a = midpoint_times(starts_a, period)
