@@ -113,3 +113,53 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(store, tmp_path):
     assert steps == [row["step"] for row in a] == list(range(2, target + 1, 2))  # none lost
     for ra, rb in zip(a, b, strict=True):
         assert rb["train_ce"] == pytest.approx(ra["train_ce"], rel=1e-6, abs=1e-7)
+
+
+def test_init_from_starts_a_fresh_run_from_a_checkpoints_weights(store, tmp_path, capsys):
+    import torch
+
+    from deepsynth.checkpoint import export_checkpoint, load_checkpoint
+
+    first = tmp_path / "first"
+    assert main(["train", "--data", str(store), "--preset", "tiny", "--out", str(first),
+                 "--max-steps", "3", *SHORT, "-q", "--no-tensorboard"]) == 0
+    shipped = tmp_path / "shipped.pt"
+    export_checkpoint(first / "best.pt", shipped)  # float16, like the shipped model
+    weights = load_checkpoint(shipped)[0].state_dict()
+    capsys.readouterr()
+
+    # step 0 of a fresh run from the exported file: the same weights (float16 -> float32)
+    second = tmp_path / "second"
+    assert main(["train", "--data", str(store), "--init-from", str(shipped), "--out",
+                 str(second), "--max-steps", "1", "--lr", "1e-12", "--lr-min", "1e-12", *SHORT, "-q",
+                 "--no-tensorboard"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    payload = read_payload(second / "last.pt")
+    assert payload["train_state"]["step"] == 1  # the run's own steps, from 0
+    assert payload["extra"]["preset"] == "tiny"  # the checkpoint's preset by default
+    assert payload["extra"]["init_from"] == {"path": str(shipped), "preset": "tiny", "step": 3}
+    assert payload["extra"]["train_config"]["lr"] == 1e-12  # the run's own recipe
+    after = payload["model"]
+    for name, value in weights.items():  # one step at lr 1e-12 leaves them where they were
+        assert after[name].dtype == torch.float32
+        torch.testing.assert_close(after[name], value, atol=1e-6, rtol=0)
+    # a run folder works too (its best.pt); a resume keeps the record
+    third = tmp_path / "third"
+    assert main(["train", "--data", str(store), "--init-from", str(first), "--out", str(third),
+                 "--max-steps", "2", *SHORT, "-q", "--no-tensorboard"]) == 0
+    assert main(["train", "--data", str(store), "--out", str(third), "--resume", "--max-steps",
+                 "3", "--threads", "1", "-q", "--no-tensorboard"]) == 0
+    assert read_payload(third / "last.pt")["extra"]["init_from"]["path"] == str(first / "best.pt")
+    capsys.readouterr()
+
+    base = ["train", "--data", str(store), *SHORT, "-q", "--no-tensorboard"]
+    err = one_line_error(capsys, [*base, "--init-from", str(shipped), "--preset", "small",
+                                  "--out", str(tmp_path / "x")])
+    assert "holds preset 'tiny', not 'small'" in err
+    err = one_line_error(capsys, [*base, "--init-from", str(shipped), "--out", str(third),
+                                  "--resume"])
+    assert "--init-from starts a fresh run" in err
+    err = one_line_error(capsys, [*base, "--init-from", str(tmp_path / "none.pt"), "--out",
+                                  str(tmp_path / "y")])
+    assert "checkpoint not found" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

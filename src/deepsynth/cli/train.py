@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from deepsynth.errors import DeepSynthError
 
@@ -37,10 +38,19 @@ def cmd_train(args) -> int:
         )
     except ValueError as e:
         raise DeepSynthError(str(e)) from None
+    init_from = None
+    if args.init_from is not None:
+        if args.resume:
+            raise DeepSynthError("--init-from starts a fresh run; --resume continues one (use "
+                                 "--auto-resume to start from it only when there is no last.pt)")
+        from deepsynth.api import checkpoint_path
+
+        shipped = args.init_from == "shipped" and not Path(args.init_from).exists()
+        init_from = checkpoint_path(None if shipped else args.init_from)
     out = args.out or (f"runs/{args.preset}" if args.preset else None)
     if out is None:
         raise DeepSynthError("give --out (the run folder), or --preset to default to runs/PRESET")
-    result = train(args.data, out, args.preset, overrides, options)
+    result = train(args.data, out, args.preset, overrides, options, init_from)
     if result.rank != 0:
         return 0
     if result.stopped == "done":
@@ -82,8 +92,13 @@ def register(sub) -> None:
     )
     p.add_argument("--data", required=True, metavar="DIR", help="built store (data/piano)")
     p.add_argument("--preset", metavar="NAME",
-                   help="model preset (`deepsynth info`); optional with --resume")
+                   help="model preset (`deepsynth info`); optional with --resume or --init-from")
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/PRESET)")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="start a fresh run from this checkpoint's weights (a file, a run folder "
+                        "for its best.pt, or `shipped` for the model DeepSynth ships), with the "
+                        "run's own recipe and a fresh optimizer; the preset defaults to the "
+                        "checkpoint's; ignored when --auto-resume finds a last.pt")
     run = p.add_argument_group("run")
     run.add_argument("--epochs", type=_positive_int, metavar="N",
                      help="epochs of the recipe (default 200)")

@@ -83,13 +83,16 @@ def train(
     preset: str | None = None,
     config: TrainConfig | dict[str, Any] | None = None,
     options: RunOptions | None = None,
+    init_from: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train (or resume) a run; see the module doc. `config`: a TrainConfig, or a dict of fields
-    to change (from the defaults, or from the checkpoint's recipe when resuming)."""
+    to change (from the defaults, or from the checkpoint's recipe when resuming). `init_from`: a
+    checkpoint whose weights a fresh run starts from (ignored when the run is resumed)."""
     options = options or RunOptions()
     env = distributed.setup(options.device)
     try:
-        with Run.open(env, Path(data), Path(out), preset, config, options) as run:
+        with Run.open(env, Path(data), Path(out), preset, config, options,
+                      init_from) as run:
             stopped = follow_recipe(run)
         difference = distributed.max_replica_difference(run.model, env)
         distributed.barrier(env)

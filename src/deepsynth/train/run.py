@@ -11,6 +11,12 @@ resumed from last.pt, with one method per part of the recipe (loop.py strings th
 
 The model takes its audio representation (sample rate, mu) from the store it trains on; a
 resumed run refuses a store whose audio differs from its checkpoint's.
+
+A fresh run can start from the weights of another checkpoint (`init_from`: a shipped or exported
+file, or a run's best.pt / last.pt) instead of the seeded initialisation: the run's own recipe,
+a fresh optimizer and step 0; the checkpoint must hold the preset's model at the store's audio
+representation. The run records where it started (extra["init_from"], config.json), and a
+resumed run keeps that record.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch
 from torch import nn
 
 from deepsynth.atomic import atomic_write_text
+from deepsynth.checkpoint import read_payload
 from deepsynth.config import AudioConfig, ModelConfig, from_dict, to_dict
 from deepsynth.data.store import manifest_sha256, read_manifest
 from deepsynth.errors import DeepSynthError
@@ -148,6 +155,55 @@ def model_config(preset_name: str, preset: Preset, cfg: TrainConfig, audio: Audi
     return model_cfg
 
 
+@dataclasses.dataclass(frozen=True)
+class InitialWeights:
+    """The weights a fresh run starts from (`train --init-from`)."""
+
+    path: Path
+    preset: str | None  # the preset the checkpoint was trained as (None: not recorded)
+    model_config: ModelConfig
+    model_state: dict[str, torch.Tensor]
+    step: int | None  # the steps behind those weights (None: not recorded)
+
+    def record(self) -> dict[str, Any]:
+        """What the run keeps of where it started."""
+        return {"path": str(self.path), "preset": self.preset, "step": self.step}
+
+
+def initial_weights(path: str | Path) -> InitialWeights:
+    """A checkpoint's model for a fresh run to start from; DeepSynthError if it is not one."""
+    path = Path(path)
+    payload = read_payload(path)
+    extra = payload.get("extra") or {}
+    try:
+        cfg = from_dict(ModelConfig, payload["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DeepSynthError(f"checkpoint {path}: unreadable model config ({e})") from None
+    step = extra.get("step")
+    return InitialWeights(path, extra.get("preset"), cfg, payload["model"],
+                          int(step) if isinstance(step, int) else None)
+
+
+def check_initial_weights(init: InitialWeights, preset_name: str, model_cfg: ModelConfig,
+                          data: Path) -> None:
+    """The checkpoint must hold the very model the run trains (preset, audio, video or not)."""
+    if init.preset not in (None, preset_name):
+        raise DeepSynthError(f"{init.path} holds preset {init.preset!r}, not {preset_name!r} "
+                             f"(give --preset {init.preset} or leave --preset out)")
+    saved = init.model_config
+    if saved.audio != model_cfg.audio:
+        raise DeepSynthError(
+            f"{init.path} was trained on {saved.audio.sample_rate} Hz audio (mu "
+            f"{saved.audio.mu}) but {data} holds {model_cfg.audio.sample_rate} Hz audio (mu "
+            f"{model_cfg.audio.mu}); start from a checkpoint of the store's rate")
+    if saved.no_video != model_cfg.no_video:
+        raise DeepSynthError(f"{init.path} holds a model {'without' if saved.no_video else 'with'}"
+                             f" video, the run asks for one {'without' if model_cfg.no_video else 'with'}")
+    if saved != model_cfg:
+        raise DeepSynthError(f"{init.path} holds a model that differs from preset "
+                             f"{preset_name!r} as defined now")
+
+
 # --- the train figures between two rows -----------------------------------------------------
 
 
@@ -201,8 +257,10 @@ class Run:
 
     @classmethod
     def open(cls, env: distributed.DistEnv, data: Path, out: Path, preset: str | None,
-             config: TrainConfig | dict | None, options: RunOptions) -> Run:
-        """A fresh run, or the one in out/last.pt resumed (as `options.resume` says); every
+             config: TrainConfig | dict | None, options: RunOptions,
+             init_from: str | Path | None = None) -> Run:
+        """A fresh run, or the one in out/last.pt resumed (as `options.resume` says); a fresh
+        one starts from `init_from`'s weights if given (a resumed one ignores it); every
         refusal is a one-line DeepSynthError."""
         started = time.monotonic()
         if options.threads:
@@ -211,17 +269,23 @@ class Run:
         if cuda:
             torch.backends.cudnn.benchmark = True  # fixed sequence length: pick the fastest convs
         ckpt = checkpoint_to_resume(out, options.resume)
+        init = initial_weights(init_from) if init_from is not None and ckpt is None else None
+        if preset is None and init is not None:
+            preset = init.preset
         preset_name, cfg = preset_and_recipe(ckpt, preset, config)
         found = get_preset(preset_name)
         cfg = cfg.resolved(found.l2, cuda)
         if cfg.precision == "bf16" and not cuda:
             raise DeepSynthError("bf16 precision needs a CUDA device (use --precision fp32 on CPU)")
         model_cfg = model_config(preset_name, found, cfg, store_audio(data), data, ckpt)
-        return cls(env, data, out, options, preset_name, cfg, model_cfg, ckpt, started)
+        if init is not None:
+            check_initial_weights(init, preset_name, model_cfg, data)
+        return cls(env, data, out, options, preset_name, cfg, model_cfg, ckpt, started, init)
 
     def __init__(self, env: distributed.DistEnv, data: Path, out: Path, options: RunOptions,
                  preset_name: str, cfg: TrainConfig, model_cfg: ModelConfig,
-                 ckpt: TrainingCheckpoint | None, started: float) -> None:
+                 ckpt: TrainingCheckpoint | None, started: float,
+                 init: InitialWeights | None = None) -> None:
         self.env, self.data, self.out, self.options = env, data, out, options
         self.preset_name, self.cfg, self.model_cfg = preset_name, cfg, model_cfg
         self.started = started  # this invocation's start (max_minutes)
@@ -229,7 +293,10 @@ class Run:
         self.cuda = self.device.type == "cuda"
         self.video = not cfg.no_video
         self.last_path = out / LAST
-        self._build_model(ckpt)
+        # where the weights started: this run's --init-from, or the resumed run's record
+        self.init_record = (init.record() if init is not None else
+                            (ckpt.payload.get("extra") or {}).get("init_from") if ckpt else None)
+        self._build_model(ckpt, init)
         self._open_data()
         self.forward = self._forward()
         self._open_logs(resumed=ckpt is not None)
@@ -239,14 +306,18 @@ class Run:
         self.samples_per_step = cfg.batch_size * self.ds.train.window * env.world
         self.extra = {"data": str(data), "data_manifest_sha256": manifest_sha256(data),
                       "world_size": env.world}
+        if self.init_record is not None:
+            self.extra["init_from"] = self.init_record
         self.lr = lr_at(self.state.step, cfg)
         self.end_of_epoch = False  # the last step ended an epoch
         self.last_save = self.mark = time.monotonic()  # mark: training time counted up to here
 
     # --- opening
 
-    def _build_model(self, ckpt: TrainingCheckpoint | None) -> None:
-        """The seeded model and Adam, with the checkpoint's weights, state and generators."""
+    def _build_model(self, ckpt: TrainingCheckpoint | None,
+                     init: InitialWeights | None = None) -> None:
+        """The seeded model and Adam, with the checkpoint's weights, state and generators (or
+        a fresh run's initial weights, converted to the model's float32)."""
         cfg = self.cfg
         seed_everything(cfg.seed)
         # the frames the dataset draws are the simulator's keyboard
@@ -260,6 +331,12 @@ class Run:
                 raise DeepSynthError(f"{ckpt.path} does not fit preset {self.preset_name!r}: "
                                      f"{str(e).splitlines()[0]}") from None
             self.state = ckpt.state
+        elif init is not None:
+            try:
+                self.model.load_state_dict(init.model_state)
+            except RuntimeError as e:
+                raise DeepSynthError(f"{init.path} does not fit preset {self.preset_name!r}: "
+                                     f"{str(e).splitlines()[0]}") from None
         self.model.to(self.device)
         self.params = list(self.model.parameters())
         self.decayed = decayed_parameters(self.model)
@@ -326,6 +403,7 @@ class Run:
             "model": to_dict(self.model_cfg), "world_size": env.world, "device": str(self.device),
             "context": self.context, "steps_per_epoch": self.per_epoch,
             "train_segments": len(self.ds.train), "val_segments": len(self.ds.val_indices),
+            "init_from": self.init_record,
         }, indent=1) + "\n")
 
     def _adopt_world(self) -> None:
