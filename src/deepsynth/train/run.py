@@ -197,8 +197,9 @@ def check_initial_weights(init: InitialWeights, preset_name: str, model_cfg: Mod
             f"{saved.audio.mu}) but {data} holds {model_cfg.audio.sample_rate} Hz audio (mu "
             f"{model_cfg.audio.mu}); start from a checkpoint of the store's rate")
     if saved.no_video != model_cfg.no_video:
-        raise DeepSynthError(f"{init.path} holds a model {'without' if saved.no_video else 'with'}"
-                             f" video, the run asks for one {'without' if model_cfg.no_video else 'with'}")
+        has, asked = ("without" if c.no_video else "with" for c in (saved, model_cfg))
+        raise DeepSynthError(f"{init.path} holds a model {has} video, the run asks for one "
+                             f"{asked}")
     if saved != model_cfg:
         raise DeepSynthError(f"{init.path} holds a model that differs from preset "
                              f"{preset_name!r} as defined now")
