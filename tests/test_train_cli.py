@@ -131,8 +131,8 @@ def test_init_from_starts_a_fresh_run_from_a_checkpoints_weights(store, tmp_path
     # step 0 of a fresh run from the exported file: the same weights (float16 -> float32)
     second = tmp_path / "second"
     assert main(["train", "--data", str(store), "--init-from", str(shipped), "--out",
-                 str(second), "--max-steps", "1", "--lr", "1e-12", "--lr-min", "1e-12", *SHORT, "-q",
-                 "--no-tensorboard"]) == 0, capsys.readouterr().err
+                 str(second), "--max-steps", "1", "--lr", "1e-12", "--lr-min", "1e-12", *SHORT,
+                 "-q", "--no-tensorboard"]) == 0, capsys.readouterr().err
     capsys.readouterr()
     payload = read_payload(second / "last.pt")
     assert payload["train_state"]["step"] == 1  # the run's own steps, from 0
