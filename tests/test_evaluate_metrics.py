@@ -10,6 +10,7 @@ from deepsynth.evaluate.metrics import (
     mean_scores,
     mel_filterbank,
     multi_resolution_stft_distance,
+    noise_floor_db,
     note_scores,
     spectral_distances,
 )
@@ -124,3 +125,33 @@ def test_video_notes_of_a_cut_give_held_keys_an_onset_at_zero():
     assert got.start[0] == 0.0 and got.start[1] == pytest.approx(0.1)
     assert got.end[0] == pytest.approx(0.4) and got.end[1] == pytest.approx(0.9)
     assert list(press_samples(changes)) == [0, int(0.5 * SR), SR]
+
+
+def _partials(pitch: int, seconds: float, start: float) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    tone = sum(0.3 / h * np.sin(2 * np.pi * f0 * h * t) for h in range(1, 6))
+    return tone * (t >= start) * np.exp(-np.maximum(t - start, 0))
+
+
+def test_noise_floor_rises_with_noise_and_ignores_the_notes_partials():
+    notes = Notes(pitch=np.array([57]), velocity=np.array([64]), start=np.array([0.5]),
+                  end=np.array([3.0]))
+    clean = _partials(57, 4.0, 0.5)
+    rng = np.random.default_rng(0)
+    floors = [noise_floor_db(clean + level * rng.standard_normal(len(clean)), notes, SR)
+              for level in (0.0, 1e-3, 1e-2, 1e-1)]
+    assert floors[0] < -25  # the partials themselves are not noise
+    assert all(a < b for a, b in zip(floors, floors[1:], strict=False))  # more noise, higher
+    # the same tone judged against another note: its partials are all "away"
+    other = Notes(pitch=np.array([62]), velocity=np.array([64]), start=np.array([0.5]),
+                  end=np.array([3.0]))
+    assert noise_floor_db(clean, other, SR) > -3
+    # int16 input reads as float; no sounding note: nothing to judge
+    assert noise_floor_db((clean * 32767).astype(np.int16), notes, SR) == \
+        pytest.approx(floors[0], abs=0.1)
+    none = Notes(pitch=np.array([], int), velocity=np.array([], int), start=np.array([]),
+                 end=np.array([]))
+    assert noise_floor_db(clean, none, SR) is None
+    # silence while a note is shown counts as clean (the floor), not as noise
+    assert noise_floor_db(np.zeros(4 * SR), notes, SR) == pytest.approx(-60.0)

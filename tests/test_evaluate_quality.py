@@ -34,6 +34,7 @@ def fake_run(tmp_path, store, no_video=False):
         "data": {"split": "test"}, "settings": {"temperature": 1.0, "excerpts": 8},
         "teacher_forced": {"ce_nats": 3.6}, "note_f1": f1,
         "distances": {"generated": {"log_mel_db": 7.25}},
+        "noise_floor_db": {"generated": -13.04, "truth": -20.4, "reference": -19.0},
     }))
     return report
 
@@ -47,7 +48,7 @@ def test_row_reads_the_budget_up_to_the_kept_step(tmp_path, store):
     assert row["f1_ratio"] == pytest.approx(0.5) and row["val_ce"] == 3.5
     table = quality_markdown([row])
     assert "| `small` | cpu | 20 |" in table
-    assert "| 1 | 0.300 | 0.600 | 0.550 | 0.50 | 7.2 |" in table
+    assert "| 1 | 0.300 | 0.600 | 0.550 | 0.50 | 7.2 | -13.0 (-20.4) |" in table
 
 
 def test_no_video_runs_are_labelled_and_labels_can_be_given(tmp_path, store):

@@ -85,12 +85,20 @@ def test_report_end_to_end_without_the_transcriber(store, checkpoint, tmp_path, 
         assert (d["reference"]["mrstft"]["spectral_convergence"]
                 < d["generated"]["mrstft"]["spectral_convergence"])
     assert set(r["distances"]) == {"generated", "reference", "silence"}
+    # the noise floor of each audio against the notes shown: the SoundFont's are clean, an
+    # untrained model's output is noise
+    nf = r["noise_floor_db"]
+    assert set(nf) == {"generated", "truth", "reference"}
+    assert nf["truth"] < nf["generated"] and nf["reference"] < nf["generated"]
+    assert nf["generated"] == pytest.approx(np.mean([e["noise_floor_db"]["generated"]
+                                                     for e in r["excerpts"]]))
     assert r["loss_curve"]["figure"] == "figures/loss.png" and r["loss_curve"]["best_val_ce"] == 5.5
     assert (out / "figures" / "loss.png").stat().st_size > 0
 
     md = (out / "report.md").read_text()
     assert "Note F1 left out" in md and "not installed" in md
     assert "Teacher-forced cross-entropy" in md and "unigram baseline" in md
+    assert "## Noise floor" in md and "generated - truth" in md
     assert "![spectrograms](figures/01-" in md and "![loss](figures/loss.png)" in md
     assert not [p for p in os.listdir(out) if p.endswith(".part")]
 

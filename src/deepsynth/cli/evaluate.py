@@ -40,6 +40,11 @@ def cmd_evaluate(args) -> int:
                 m = dist[who]
                 print(f"{who}: MR-STFT SC {m['spectral_convergence']:.3f}, log-mag L1 "
                       f"{m['log_magnitude_l1']:.3f}, log-mel {m['log_mel_db']:.2f} dB")
+        nf = report.get("noise_floor_db")
+        if nf and nf.get("generated") is not None:
+            print("noise floor: " + ", ".join(f"{who} {nf[who]:.1f} dB" for who in
+                                              ("generated", "truth", "reference")
+                                              if nf.get(who) is not None))
         f1 = report.get("note_f1")
         if f1:
             print("onset F1: " + ", ".join(f"{who} {f1[who]['onset']['f1']:.3f}"

@@ -14,6 +14,14 @@ Spectral distances (every one is 0 for identical signals):
   floor, and bands where both are silent count as 0.
 - level difference: 20 log10(rms_gen / rms_ref) dB (the paper found its output "quieter").
 
+Noise floor (one signal against the notes it should play, so the ground truth has one too): in
+each STFT frame (256 ms Hann frames, 64 ms hop) where a note sounds (shown down, or within
+NOISE_RELEASE s of its release), the share of the energy that lies away from the sounding
+notes' partials (the first NOISE_HARMONICS multiples of each pitch, +-60 cents, and never
+narrower than the window's main lobe), in dB; the mean over those frames. Static noise raises
+it; a piano playing only its notes keeps it low. Frames whose energy is below NOISE_QUIET_DB
+(re a full-scale sine) count as clean (they hold no noise worth the name).
+
 Note scores: precision / recall / F1 of transcribed notes against reference notes with
 mir_eval.transcription.precision_recall_f1_overlap, onset only (offset_ratio=None; 50 ms onset
 tolerance, pitch within 50 cents) and with offsets (offset within 20 % of the note or 50 ms).
@@ -34,6 +42,9 @@ MEL_SECONDS, MEL_HOP_SECONDS, N_MELS = 0.128, 0.032, 64
 MEL_FLOOR_DB = -80.0
 ONSET_TOLERANCE = 0.05  # seconds (mir_eval's default, the MIREX one)
 OFFSET_RATIO = 0.2
+NOISE_SECONDS, NOISE_HOP_SECONDS = 0.256, 0.064
+NOISE_HARMONICS, NOISE_CENTS, NOISE_RELEASE = 8, 60.0, 0.25
+NOISE_QUIET_DB, NOISE_MIN_DB = -70.0, -60.0
 
 
 def as_float(audio: np.ndarray) -> np.ndarray:
@@ -168,6 +179,43 @@ def spectral_distances(generated: np.ndarray, truth: np.ndarray, sample_rate: in
         "log_mel_db": log_mel_distance(generated, truth, sample_rate),
         "level_db": level_db(generated, truth),
     }
+
+
+# --- noise floor ----------------------------------------------------------------------------
+
+
+def noise_floor_db(audio: np.ndarray, notes: Notes, sample_rate: int) -> float | None:
+    """The energy away from the sounding notes' partials, over the total, in dB (see the module
+    doc); None when no frame has a sounding note."""
+    x = as_float(audio).ravel()
+    n_fft = int(round(NOISE_SECONDS * sample_rate))
+    hop = int(round(NOISE_HOP_SECONDS * sample_rate))
+    power = stft_magnitude(x, n_fft, hop) ** 2  # frame i is centred on sample i * hop
+    freqs = np.arange(power.shape[1]) * sample_rate / n_fft
+    centre = np.arange(len(power)) * hop / sample_rate
+    half = NOISE_SECONDS / 2
+    start = np.asarray(notes.start, dtype=np.float64)
+    end = np.asarray(notes.end, dtype=np.float64) + NOISE_RELEASE
+    pitch = np.asarray(notes.pitch)
+    ratio = np.full(len(power), np.nan)
+    full_scale = (n_fft / 4) ** 2  # a full-scale sine's peak bin power with a Hann window
+    lobe = 2.0 * sample_rate / n_fft  # the Hann window's main-lobe half width, Hz
+    k = np.arange(1, NOISE_HARMONICS + 1)
+    for i in range(len(power)):
+        sounding = (start < centre[i] + half) & (end > centre[i] - half)
+        if not sounding.any():
+            continue
+        total = power[i].sum()
+        if 10 * np.log10(max(total, 1e-30) / full_scale) < NOISE_QUIET_DB:
+            ratio[i] = 10 ** (NOISE_MIN_DB / 10)
+            continue
+        f = (midi_to_hz(np.unique(pitch[sounding]))[:, None] * k[None, :]).ravel()
+        f = f[f < sample_rate / 2]
+        width = np.maximum(f * (2 ** (NOISE_CENTS / 1200) - 1), lobe)
+        near = (np.abs(freqs[None, :] - f[:, None]) <= width[:, None]).any(axis=0)
+        ratio[i] = max(power[i][~near].sum() / total, 10 ** (NOISE_MIN_DB / 10))
+    judged = ratio[~np.isnan(ratio)]
+    return float(np.mean(10 * np.log10(judged))) if len(judged) else None
 
 
 # --- notes ----------------------------------------------------------------------------------

@@ -4,9 +4,10 @@ paper baseline, the --no-video ablation) by training budget and by quality.
 Each row comes from an evaluation report (`deepsynth evaluate ... -o REPORT_DIR`) and the run
 folder its checkpoint lives in (config.json and metrics.csv of `deepsynth train`): the training
 budget (steps, samples seen, wall time to the kept checkpoint, device), the best validation CE,
-the teacher-forced CE on the report's split, and the transcription onset F1 of the generated
+the teacher-forced CE on the report's split, the transcription onset F1 of the generated
 excerpts beside the ceiling (the ground-truth audio) and the reference path (video -> notes ->
-SoundFont) of the same excerpts.
+SoundFont) of the same excerpts, the log-mel distance and the noise floor (generated beside the
+ground truth's; reports written before it have none).
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def quality_row(folder: str | os.PathLike, label: str | None = None) -> dict:
         "temperature": report["settings"]["temperature"],
         "excerpts": report["settings"]["excerpts"],
         "log_mel_db": (dist.get("generated") or {}).get("log_mel_db"),
+        "noise_floor_generated": (report.get("noise_floor_db") or {}).get("generated"),
+        "noise_floor_truth": (report.get("noise_floor_db") or {}).get("truth"),
     }
     for who in ("generated", "truth", "reference"):
         row[f"f1_{who}"] = (f1.get(who) or {}).get("onset", {}).get("f1")
@@ -101,12 +104,18 @@ def _cell(value, spec: str) -> str:
     return "–" if value is None else spec.format(value)
 
 
+def _noise_cell(generated: float | None, truth: float | None) -> str:
+    if generated is None:
+        return "–"
+    return f"{generated:.1f}" + ("" if truth is None else f" ({truth:.1f})")
+
+
 def quality_markdown(rows: list[dict]) -> str:
     head = ("| variant | device | steps | samples seen | minutes | val CE | "
             "{split} CE | temperature | onset F1 generated | ceiling (truth) | reference path | "
-            "generated / ceiling | log-mel dB |")
+            "generated / ceiling | log-mel dB | noise floor dB (truth) |")
     split = rows[0]["split"] if rows else "test"
-    lines = [head.format(split=split), "|" + "---|" * 13]
+    lines = [head.format(split=split), "|" + "---|" * 14]
     for r in rows:
         samples = r.get("samples_seen")
         lines.append("| " + " | ".join([
@@ -117,5 +126,6 @@ def quality_markdown(rows: list[dict]) -> str:
             _cell(r["f1_generated"], "{:.3f}"),
             _cell(r["f1_truth"], "{:.3f}"), _cell(r["f1_reference"], "{:.3f}"),
             _cell(r.get("f1_ratio"), "{:.2f}"), _cell(r["log_mel_db"], "{:.1f}"),
+            _noise_cell(r.get("noise_floor_generated"), r.get("noise_floor_truth")),
         ]) + " |")
     return "\n".join(lines) + "\n"

@@ -185,6 +185,8 @@ def evaluate(
                                        judge is None, sf_path, report, log)
     rows = report["excerpts"]
     report["distances"] = mean_distances([r["distances"] for r in rows])
+    report["noise_floor_db"] = None if not rows else {
+        who: _mean(r["noise_floor_db"][who] for r in rows) for who in JUDGED}
     report["note_f1"] = None if judge is not None or not rows else {
         who: metrics.mean_scores([r["note_f1"][who] for r in rows]) for who in JUDGED}
 
@@ -243,6 +245,9 @@ def _excerpts(model, data, out: Path, chosen, temperature, seed, judged: bool, s
             "silence": metrics.spectral_distances(silence, ex.truth, sr),
         }
         shown = ex.notes()
+        floor = {who: metrics.noise_floor_db(a, shown, sr)
+                 for who, a in (("generated", gen), ("truth", ex.truth),
+                                ("reference", reference))}
         f1 = None
         if judged:
             f1 = {"generated": transcription_f1(gen, sr, shown),
@@ -259,6 +264,7 @@ def _excerpts(model, data, out: Path, chosen, temperature, seed, judged: bool, s
             "start_seconds": ex.start / sr, "seconds": ex.seconds, "notes_shown": len(shown),
             "video_decodes_to_stored_keys": bool(matches),
             "files": files, "figures": figs, "distances": distances, "note_f1": f1,
+            "noise_floor_db": floor,
             "rms": {"generated": metrics.rms(gen), "truth": metrics.rms(ex.truth),
                     "reference": metrics.rms(reference)},
         })
@@ -397,6 +403,20 @@ def render_markdown(r: dict) -> str:
         md += ["Per excerpt (generated · reference path):", ""]
         md += _table(["#", "spectral convergence", "log-magnitude L1", "log-mel (dB)",
                       "level (dB)"], rows)
+
+        nf = r.get("noise_floor_db")
+        if nf:
+            md += ["## Noise floor", "",
+                   "In each 256 ms frame where a note of the video sounds, the share of the "
+                   "energy away from the sounding notes' first 8 partials (+-60 cents), in dB, "
+                   "averaged over frames: lower is cleaner. The ground truth's is where a "
+                   "perfect model would be.", ""]
+            md += _table(["", *(LABELS[w] for w in JUDGED), "generated - truth"],
+                         [["mean over excerpts", *(_f(nf[w], 1) for w in JUDGED),
+                           _f(None if None in (nf["generated"], nf["truth"])
+                              else nf["generated"] - nf["truth"], 1)]]
+                         + [[str(e["index"]), *(_f(e["noise_floor_db"][w], 1) for w in JUDGED),
+                             ""] for e in ex])
 
         md += ["## Note F1 (transcription)", ""]
         if r.get("note_f1"):
