@@ -52,11 +52,12 @@ class Conditioner:
         conditioned = model.conditioned
         self.context = model.condition_context
         self.hop = model.condition_hop
+        self.empty = None  # each path's row of the empty keyboard (shown before the piece)
         if conditioned:  # one more row per path: the features of the empty keyboard
             with torch.no_grad():
-                empty = model.frame_features(torch.from_numpy(
+                self.empty = model.frame_features(torch.from_numpy(
                     model.layout.render(np.zeros((1, N_KEYS), dtype=bool))))
-            features = [[torch.cat([f, e]) for f, e in zip(fs, empty, strict=True)]
+            features = [[torch.cat([f, e]) for f, e in zip(fs, self.empty, strict=True)]
                         for fs in features]
         self.features = features
         # (L, 2R, C): each layer's 1x1 projection of the conditioning
@@ -71,16 +72,28 @@ class Conditioner:
             return None
         out = []
         for src, feats, start in zip(sources, self.features, starts, strict=True):
-            lo = start - self.context
-            lo -= lo % self.hop  # the paths' blocks stay where they are over the whole piece
-            idx = src.frame_index(lo, start + n + self.model.lookahead)
+            lo, hi = self.reads(start, n)
+            idx = src.frame_index(lo, hi)
             if lo < 0:
                 idx[: -lo] = len(feats[0]) - 1  # before the piece: the empty keyboard
-            idx = torch.from_numpy(idx)
-            cond = self.model.condition_from_features(feats, idx[None], start + n - lo)
-            cond = cond[0, :, start - lo :]  # (C, n)
-            out.append(torch.einsum("loc,cn->nlo", self.proj, cond))
+            out.append(self.condition(feats, idx, n))
         return torch.stack(out).numpy()
+
+    def reads(self, start: int, n: int) -> tuple[int, int]:
+        """[lo, hi): the samples of video the conditioning of samples [start, start + n) reads
+        (lo on the paths' hop grid, so their blocks stay where they are over the whole piece;
+        before sample 0 the keyboard is empty). The live generator asks the same."""
+        lo = start - self.context
+        return lo - lo % self.hop, start + n + self.model.lookahead
+
+    @torch.no_grad()
+    def condition(self, features: list[torch.Tensor], rows: np.ndarray, n: int) -> torch.Tensor:
+        """(n, L, 2R): the conditioning of the last n samples before the lookahead of `rows`,
+        the row of `features` shown at each sample of `reads(start, n)`. The paths compute
+        only those n samples (the context before them is read for presses), the same numbers
+        as over the whole piece, bit for bit whatever the chunking (tests/test_play.py)."""
+        cond = self.model.condition_from_features(features, torch.from_numpy(rows)[None], n)
+        return torch.einsum("loc,cn->nlo", self.proj, cond[0])
 
 
 @torch.no_grad()
