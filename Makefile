@@ -5,8 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.deepsynth-installed
 
 EVAL_STAMP := $(VENV)/.deepsynth-eval-installed
+WEB_STAMP  := $(VENV)/.deepsynth-web-installed
 
-.PHONY: demo test test-all lint bench clean eval-deps
+.PHONY: demo test test-all lint bench clean eval-deps web-deps serve
 
 $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -26,6 +27,19 @@ $(EVAL_STAMP): $(STAMP)
 	touch $(EVAL_STAMP)
 
 eval-deps: $(EVAL_STAMP)
+
+# the web page (Gradio) and its browser test: Playwright drives the system's Chromium (Debian's
+# package; no browser is downloaded)
+$(WEB_STAMP): $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+	$(PY) -m pip install --quiet -e '.[dev,webtest]'
+	touch $(WEB_STAMP)
+
+web-deps: $(WEB_STAMP)
+
+serve: $(WEB_STAMP)
+	$(VENV)/bin/deepsynth serve
 
 demo: $(STAMP)
 	$(VENV)/bin/deepsynth demo -o demo

@@ -19,7 +19,7 @@ passed in is changed (generation works on a float32, eval-mode copy when it has 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -231,9 +231,14 @@ class Synth:
         where = self.checkpoint.name if self.checkpoint else "a model in memory"
         return f"Synth({where}, {self.sample_rate} Hz, temperature {self.temperature})"
 
-    def source(self, source: Source, n_samples: int | None = None) -> VideoSource:
-        """What `synthesize` conditions on, from any input it takes."""
+    def source(self, source: Source | VideoSource, n_samples: int | None = None) -> VideoSource:
+        """What `synthesize` conditions on, from any input it takes (a source it made before
+        is taken as it is: a video read once serves several calls)."""
+        from deepsynth.generate.sources import VideoSource
+
         sr = self.sample_rate
+        if isinstance(source, VideoSource):
+            return source
         if isinstance(source, Simulated):
             if source.sample_rate != sr:
                 raise DeepSynthError(
@@ -268,12 +273,14 @@ class Synth:
         duration: float | None = None,
         temperature: float | None = None,
         seed: int = 0,
+        progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Generate the audio (n,) int16 at `sample_rate` of `source` from `start` seconds,
         `duration` seconds long (None: to its end). `source`: a video or MIDI path; a tuple
         (key states (N, 88) bool, times (N,) s) or (frames (N, H, W) uint8, times (N,) s);
         or what `deepsynth.simulate` returned. `temperature` None: the model's recommended
-        one; 0 picks the most likely sample. The same seed and input give the same audio."""
+        one; 0 picks the most likely sample. The same seed and input give the same audio.
+        `progress(done, total)` is called with the samples generated so far, chunk by chunk."""
         from deepsynth.generate.generator import generate
 
         temperature = self.temperature if temperature is None else temperature
@@ -283,7 +290,47 @@ class Synth:
             n = int(round((start + duration) * self.sample_rate))
         src = self.source(source, n)
         win = source_window(src, start, duration)
-        return generate(self.model, [src], [win], temperature, seed, device=self.device)[0]
+        on_chunk = None
+        if progress is not None:
+            done = [0]
+
+            def on_chunk(pieces: list[np.ndarray]) -> None:
+                done[0] += len(pieces[0])
+                progress(done[0], win.length)
+
+        return generate(self.model, [src], [win], temperature, seed, on_chunk=on_chunk,
+                        device=self.device)[0]
+
+    def write_video(
+        self,
+        path: PathLike,
+        source: Source | VideoSource,
+        audio: np.ndarray,
+        start: float = 0.0,
+        lossless: bool = False,
+    ) -> Path:
+        """Write the keyboard video of `source` from `start` seconds, as long as `audio`
+        (int16 at `sample_rate`), with `audio` as its sound: an mp4 every player opens (H.264
+        High, yuv420p, AAC), or the exact lossless gray stream with `lossless`. Returns `path`.
+        """
+        from deepsynth.generate.outputs import write_mp4
+
+        audio = np.asarray(audio)
+        if audio.ndim != 1 or audio.dtype != np.int16 or len(audio) == 0:
+            raise DeepSynthError(f"audio must be (n,) int16 samples, got {audio.dtype} "
+                                 f"{audio.shape}")
+        n = len(audio)
+        first = int(round(start * self.sample_rate))
+        if isinstance(source, tuple | Simulated):
+            src = self.source(source, first + n)
+        else:
+            src = self.source(source)
+        window = source_window(src, start, n / self.sample_rate)
+        if window.length != n:
+            raise DeepSynthError(f"{len(audio)} samples from {start} s run past the input's end "
+                                 f"({src.n_samples / self.sample_rate:.2f} s)")
+        write_mp4(path, src, window, audio, lossless=lossless)
+        return Path(path)
 
 
 def load(checkpoint: PathLike | None = None, device: str = "cpu") -> Synth:

@@ -58,11 +58,12 @@ def _add_sim_options(p: argparse.ArgumentParser) -> None:
 
 
 def _simulate_one(job: tuple) -> tuple[str, dict | None, str | None]:
-    midi, out, name, cfg, soundfont, fps, any_instrument, camera = job
+    midi, out, name, cfg, soundfont, fps, any_instrument, camera, lossless = job
     from deepsynth.sim.simulate import simulate_to_files
 
     try:
-        meta = simulate_to_files(midi, out, name, cfg, soundfont, fps, any_instrument, camera)
+        meta = simulate_to_files(midi, out, name, cfg, soundfont, fps, any_instrument, camera,
+                                 lossless)
         return str(midi), meta, None
     except DeepSynthError as e:
         return str(midi), None, str(e)
@@ -81,8 +82,10 @@ def cmd_simulate(args) -> int:
     out = output_dir(args.output)
     if args.camera is not None and args.camera < 0:
         raise DeepSynthError(f"--camera takes a seed >= 0, got {args.camera}")
-    jobs = [(m, out, n, cfg, args.soundfont, args.fps, args.any_instrument, args.camera)
-            for m, n in zip(midis, _unique_names(midis), strict=True)]
+    if args.camera is not None and args.lossless:
+        raise DeepSynthError("--camera films the keyboard lossily: it takes no --lossless")
+    jobs = [(m, out, n, cfg, args.soundfont, args.fps, args.any_instrument, args.camera,
+             args.lossless) for m, n in zip(midis, _unique_names(midis), strict=True)]
     failures: list[tuple[str, str]] = []
     bar = tqdm(total=len(jobs), unit="song", disable=len(jobs) < 2 or args.quiet, file=sys.stderr)
     if args.workers > 1 and len(jobs) > 1:
@@ -160,6 +163,10 @@ def register(sub) -> None:
                    help="camera mode: the keyboard as a camera films it (drawn from SEED: frame "
                         "size, place, tilt, shades, blur, noise, lossy yuv420p H.264); the "
                         "parameters go into the metadata")
+    p.add_argument("--lossless", action="store_true",
+                   help="write the exact picture (780x57 gray, lossless H.264 High 4:4:4) that "
+                        "decodes bit for bit, instead of the format every player opens (H.264 "
+                        "High yuv420p, 780x58, which DeepSynth reads back exactly too)")
     p.add_argument("--any-instrument", action="store_true",
                    help="play notes of non-piano instruments on the piano too")
     p.add_argument("--workers", type=int, default=1, metavar="N",

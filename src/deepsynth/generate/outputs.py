@@ -30,9 +30,16 @@ def window_frames(source: VideoSource, window: Window) -> Iterator[tuple[int, np
 
 
 def write_mp4(
-    path: str | os.PathLike, source: VideoSource, window: Window, audio: np.ndarray
+    path: str | os.PathLike,
+    source: VideoSource,
+    window: Window,
+    audio: np.ndarray,
+    lossless: bool = False,
 ) -> None:
-    """The keyboard video of `window` with `audio` (int16) as its sound track, atomically."""
+    """The keyboard video of `window` with `audio` (int16) as its sound track, atomically: in
+    the players' format (H.264 High, yuv420p, even size, AAC), or the exact gray stream with
+    `lossless` (see deepsynth.sim.video)."""
     from deepsynth.sim.video import write_frames
 
-    write_frames(path, window_frames(source, window), source.sample_rate, window.length, audio)
+    write_frames(path, window_frames(source, window), source.sample_rate, window.length, audio,
+                 lossless=lossless)

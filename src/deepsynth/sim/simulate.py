@@ -77,10 +77,12 @@ def simulate_to_files(
     fps: float | None = None,
     any_instrument: bool = False,
     camera: int | None = None,
+    lossless: bool = False,
 ) -> dict:
     """Write OUT/NAME.mp4 (video + audio), OUT/NAME.wav (ground truth) and OUT/NAME.json.
     `camera`: the seed of a camera-mode video (deepsynth.sim.camera) instead of the exact
-    picture; its parameters go into the metadata."""
+    picture; its parameters go into the metadata. `lossless`: the exact gray stream instead of
+    the players' format (deepsynth.sim.video)."""
     from deepsynth.sim.video import write_camera_video, write_video  # PyAV only needed here
 
     sim = simulate(midi_path, cfg, soundfont, any_instrument)
@@ -90,7 +92,7 @@ def simulate_to_files(
                              "fps": fps}
     write_wav(out / f"{name}.wav", sim.audio.audio, cfg.audio.sample_rate)
     if camera is None:
-        write_video(out / f"{name}.mp4", sim.changes, sim.audio.audio, fps=fps)
+        write_video(out / f"{name}.mp4", sim.changes, sim.audio.audio, fps=fps, lossless=lossless)
     else:
         from deepsynth.sim.camera import Camera, random_camera
 

@@ -1,17 +1,25 @@
 """Keyboard videos as mp4 files (PyAV): write frames at exact sample times, read them back.
 
-Writing: H.264 in the `gray` pixel format at qp 0 (lossless, bit exact), one frame per key-state
-change at its exact time (variable frame rate), or `fps` frames a second like a camera. The
-audio goes in as a second stream (AAC; at 16 kHz when the audio rate is below that, since AAC
-cannot be 4 kHz). The sample rate and length of the piece are kept in the container's comment
-tag, so a reader recovers exact sample indices.
+Writing, for a person (the default): H.264 High profile, yuv420p, even width and height (the
+780x57 keyboard is padded to 780x58 by repeating its last row), nearly lossless (crf 10), with
+AAC audio: what QuickTime, Safari, Windows' player, browsers and phones all open. For decoding
+bit for bit (`lossless=True`, `deepsynth simulate --lossless`): the exact gray picture, H.264 in
+the `gray` pixel format at qp 0 (High 4:4:4 Predictive, which many players refuse). Either way
+one frame per key-state change at its exact time (variable frame rate), or `fps` frames a second
+like a camera. The audio goes in as a second stream (AAC; at 16 kHz when the audio rate is below
+that, since AAC cannot be 4 kHz). The sample rate and length of the piece are kept in the
+container's comment tag, so a reader recovers exact sample indices; a player video's tag also
+names the picture's own size and its luma levels (`picture=780x57 levels=tv`).
 
 Reading: unique frames (identical consecutive frames are merged) with the sample index at which
 each starts, as gray pictures of any size (gray: the Y plane as is; other pixel formats are
-converted to gray). A video DeepSynth did not write has no tag: the caller gives the sample
-rate of its time grid. Key states: the simulator's own picture (780x57 gray) is read exactly
-through the simulator's layout, as ever; any other video goes through the key reader
-(deepsynth.reader), calibrated on the video itself.
+converted to gray). A player video DeepSynth wrote is cropped to its picture and its levels
+undone; when that picture is the simulator's keyboard, each frame is read through the
+simulator's layout (the mean of each key's pixels) and drawn anew, so the frames, and the key
+states, come back exactly as written from either format. A video DeepSynth did not write has no
+tag: the caller gives the sample rate of its time grid. Key states: the simulator's own picture
+(780x57 gray) is read exactly through the simulator's layout, as ever; any other video goes
+through the key reader (deepsynth.reader), calibrated on the video itself.
 """
 
 from __future__ import annotations
@@ -32,11 +40,19 @@ from deepsynth.sim import keyboard
 from deepsynth.sim.keystates import KeyChanges, changes_from_states
 
 AAC_RATES = (16000, 22050, 24000, 32000, 44100, 48000)
-_TAG = re.compile(r"deepsynth sample_rate=(\d+) n_samples=(\d+)")
+_TAG = re.compile(r"deepsynth sample_rate=(\d+) n_samples=(\d+)(?: picture=(\d+)x(\d+))?"
+                  r"(?: levels=(tv))?")
 # 8-bit pixel formats whose first plane is the picture's luma (read as is, no range conversion)
 LUMA_FIRST = frozenset({"gray", "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p",
                         "yuvj444p", "nv12", "nv21"})
 RENDER_CHUNK = 256  # frames rendered at a time while writing (keeps memory flat)
+# the player format: H.264 High, yuv420p; crf 10 keeps every key's mean within a few levels
+PLAYER_OPTIONS = {"crf": "10", "preset": "veryfast", "profile": "high", "level": "4.0"}
+LOSSLESS_OPTIONS = {"qp": "0", "preset": "veryfast"}  # qp 0 in gray: lossless, bit exact
+# full-range gray 0..255 <-> video ("tv") luma 16..235, as players expect yuv420p
+TV_LEVELS = np.round(16 + np.arange(256) * 219 / 255).astype(np.uint8)
+FULL_LEVELS = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
+SNAP_TOLERANCE = 24.0  # a key's mean this near its shade is read as that shade (gap >= 70)
 
 
 def _aac_rate(sample_rate: int) -> int:
@@ -70,8 +86,10 @@ def write_video(
     changes: KeyChanges,
     audio: np.ndarray | None = None,
     fps: float | None = None,
+    lossless: bool = False,
 ) -> None:
-    """Write the keyboard video of `changes` (+ int16 `audio` at its sample rate) to an mp4."""
+    """Write the keyboard video of `changes` (+ int16 `audio` at its sample rate) to an mp4:
+    in the players' format, or the exact gray stream with `lossless`."""
     pts, rows = frame_schedule(changes, fps)
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
@@ -79,7 +97,7 @@ def write_video(
             images = keyboard.layout().render(changes.states[rows[lo : lo + RENDER_CHUNK]])
             yield from zip(pts[lo : lo + RENDER_CHUNK].tolist(), images, strict=True)
 
-    write_frames(path, frames(), changes.sample_rate, changes.n_samples, audio)
+    write_frames(path, frames(), changes.sample_rate, changes.n_samples, audio, lossless=lossless)
 
 
 def write_camera_video(
@@ -104,7 +122,7 @@ def write_camera_video(
 
     write_frames(path, frames(), changes.sample_rate, changes.n_samples, audio,
                  size=(camera.cfg.width, camera.cfg.height), pix_fmt="yuv420p",
-                 options={"crf": str(camera.cfg.crf), "preset": "veryfast"})
+                 options={"crf": str(camera.cfg.crf), "preset": "veryfast", "profile": "high"})
 
 
 def write_frames(
@@ -114,22 +132,36 @@ def write_frames(
     n_samples: int,
     audio: np.ndarray | None = None,
     size: tuple[int, int] = (keyboard.WIDTH, keyboard.HEIGHT),
-    pix_fmt: str = "gray",
+    pix_fmt: str | None = None,
     options: dict[str, str] | None = None,
+    lossless: bool = False,
 ) -> None:
     """Write (pts in samples, gray uint8 image of `size` = (width, height)) frames, and
-    optionally audio, to an mp4: by default lossless gray (qp 0), else `pix_fmt` with the
-    encoder `options`."""
+    optionally audio, to an mp4: by default in the players' format (H.264 High, yuv420p, even
+    size, tv levels; see the module's doc), lossless gray (qp 0) with `lossless`, else
+    `pix_fmt` with the encoder `options` (a camera's lossy video, converted by swscale)."""
     import av
 
+    width, height = size
     tag = f"deepsynth sample_rate={sample_rate} n_samples={n_samples}"
+    player = pix_fmt is None and not lossless
+    if player:
+        pix_fmt, coded = "yuv420p", (width + width % 2, height + height % 2)
+        tag += f" picture={width}x{height} levels=tv"
+        options = options or PLAYER_OPTIONS
+    elif lossless or pix_fmt == "gray":
+        pix_fmt, coded, options = "gray", size, options or LOSSLESS_OPTIONS
+    else:
+        coded = size
     time_base = Fraction(1, sample_rate)
-    with atomic_path(path, suffix=".mp4") as tmp, av.open(str(tmp), "w", format="mp4") as out:
+    container_options = {"movflags": "+faststart"}  # browsers play it while it downloads
+    with atomic_path(path, suffix=".mp4") as tmp, \
+            av.open(str(tmp), "w", format="mp4", options=container_options) as out:
         out.metadata["comment"] = tag
         video = out.add_stream("libx264")
-        video.width, video.height = size
+        video.width, video.height = coded
         video.pix_fmt = pix_fmt
-        video.options = options or {"qp": "0", "preset": "veryfast"}  # qp 0: lossless
+        video.options = dict(options or {})
         video.time_base = video.codec_context.time_base = time_base
         astream = None
         if audio is not None:
@@ -137,14 +169,33 @@ def write_frames(
             astream.layout = "mono"
             astream.options = {"b": "32k"}  # ample for low-rate audio; 3x faster than the default
         for t, img in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="gray")
-            if pix_fmt != "gray":
-                frame = frame.reformat(format=pix_fmt)
+            if player:
+                frame = _player_frame(img, coded)
+            else:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="gray")
+                if pix_fmt != "gray":
+                    frame = frame.reformat(format=pix_fmt)
             frame.pts, frame.time_base = int(t), time_base
             out.mux(video.encode(frame))
         out.mux(video.encode())
         if astream is not None:
             _encode_audio(out, astream, np.asarray(audio), sample_rate)
+
+
+def _player_frame(img: np.ndarray, coded: tuple[int, int]):
+    """A gray picture as a yuv420p frame of the even `coded` size: luma at tv levels (the
+    picture's last row and column repeated into the padding), neutral chroma."""
+    import av
+
+    width, height = coded
+    y = TV_LEVELS[np.asarray(img, np.uint8)]
+    pad_h, pad_w = height - y.shape[0], width - y.shape[1]
+    if pad_h or pad_w:
+        y = np.pad(y, ((0, pad_h), (0, pad_w)), mode="edge")
+    chroma = np.full((height // 2, width), 128, np.uint8)  # U then V, (h/2, w/2) each
+    return av.VideoFrame.from_ndarray(np.concatenate([y, chroma]), format="yuv420p")
+
+
 
 
 def _encode_audio(container, stream, audio: np.ndarray, sample_rate: int) -> None:
@@ -166,6 +217,8 @@ def _encode_audio(container, stream, audio: np.ndarray, sample_rate: int) -> Non
 class VideoInfo:
     sample_rate: int
     n_samples: int | None  # known for videos DeepSynth wrote
+    picture: tuple[int, int] | None = None  # (width, height) inside a player video's padding
+    tv_levels: bool = False  # a player video: luma at 16..235 stands for gray 0..255
 
 
 def _open(path: str | os.PathLike):
@@ -205,7 +258,8 @@ def video_info(path: str | os.PathLike, sample_rate: int | None = None) -> Video
 def _info(container, sample_rate: int | None, path) -> VideoInfo:
     m = _TAG.search(container.metadata.get("comment", ""))
     if m:
-        return VideoInfo(int(m.group(1)), int(m.group(2)))
+        picture = (int(m.group(3)), int(m.group(4))) if m.group(3) else None
+        return VideoInfo(int(m.group(1)), int(m.group(2)), picture, m.group(5) == "tv")
     if sample_rate is None or sample_rate <= 0:
         raise DeepSynthError(f"{path}: video was not written by DeepSynth (no sample-rate tag): "
                              f"give the sample rate to time its frames at")
@@ -221,7 +275,8 @@ def iter_frames(
 
     container = _open(path)
     try:
-        sr = _info(container, sample_rate, path).sample_rate
+        info = _info(container, sample_rate, path)
+        sr = info.sample_rate
         previous = None
         for frame in container.decode(video=0):
             if frame.format.name in LUMA_FIRST:  # the 8-bit luma plane as stored
@@ -230,6 +285,8 @@ def iter_frames(
                 img = img[:, : frame.width]
             else:
                 img = frame.to_ndarray(format="gray")
+            if info.picture is not None:  # a player video DeepSynth wrote: its own picture
+                img = _player_picture(img, info)
             t = frame.pts if frame.pts is not None else 0
             start = int(round(Fraction(t) * frame.time_base * sr))
             if not merge:
@@ -243,6 +300,24 @@ def iter_frames(
         raise DeepSynthError(f"{path}: video cannot be decoded ({e.strerror or e})") from None
     finally:
         container.close()
+
+
+def _player_picture(img: np.ndarray, info: VideoInfo) -> np.ndarray:
+    """A decoded player-video frame as the picture written: cropped to it, its levels undone,
+    and, for the simulator's keyboard, read through its layout and drawn anew (exact)."""
+    width, height = info.picture
+    img = img[:height, :width]
+    if info.tv_levels:
+        img = FULL_LEVELS[img]
+    lay = keyboard.layout()
+    if img.shape != lay.shape:
+        return img
+    means = lay.key_means(img)
+    down = np.abs(means - lay.pressed_shade) < np.abs(means - lay.rest_shade)
+    shade = np.where(down, lay.pressed_shade, lay.rest_shade)
+    if np.max(np.abs(means - shade)) > SNAP_TOLERANCE:  # not the simulator's drawing
+        return img
+    return lay.render(down)
 
 
 @dataclass(frozen=True)
