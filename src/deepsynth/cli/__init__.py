@@ -10,11 +10,11 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from deepsynth import __version__
-from deepsynth.cli import data, demo, evaluate, generate, model, serve, sim, train
+from deepsynth.cli import data, demo, evaluate, generate, model, play, serve, sim, train
 from deepsynth.cli.common import EXIT_BAD_INPUT, err
 from deepsynth.errors import DeepSynthError
 
-SUBCOMMAND_MODULES = [sim, data, model, train, generate, evaluate, demo, serve]
+SUBCOMMAND_MODULES = [sim, data, model, train, generate, evaluate, demo, serve, play]
 
 
 def build_parser() -> argparse.ArgumentParser:
