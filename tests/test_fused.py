@@ -1,0 +1,65 @@
+"""The fused decoder kernel: a sequence's samples and logits are bit-identical alone and at any
+position of a batch of any size, and its gate's tanh is within float32 rounding of the true one."""
+
+import numpy as np
+import pytest
+import torch
+from numba import njit
+
+from deepsynth.generate.fused import FusedDecoderState, _gate, _tanh, pack_decoder
+from deepsynth.model.deepsynth import DeepSynth
+from deepsynth.model.presets import get_preset
+from deepsynth.sim import keyboard
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(3)
+    return DeepSynth(get_preset("small").model, keyboard.layout()).eval()
+
+
+def _run(model, cond, uniforms, rows, forced=None):
+    state = FusedDecoderState(pack_decoder(model.decoder), model.output, len(rows))
+    n = cond.shape[1]
+    f = None if forced is None else forced[rows]
+    classes, logits = state.run(cond[rows], n // 2, uniforms[rows], 0.9,
+                                None if f is None else f[:, : n // 2], keep_logits=True)
+    more, logits2 = state.run(cond[rows][:, n // 2 :], n - n // 2, uniforms[rows][:, n // 2 :],
+                              0.9, None if f is None else f[:, n // 2 :], keep_logits=True)
+    return np.concatenate([classes, more], 1), np.concatenate([logits, logits2], 1)
+
+
+@pytest.mark.parametrize("teacher_forced", [False, True])
+def test_a_sequence_is_bit_identical_alone_and_anywhere_in_a_batch(small, teacher_forced):
+    layers, width = pack_decoder(small.decoder).conv_b.shape  # (L, 2R)
+    rng = np.random.default_rng(0)
+    n = 700  # past the largest dilation (256) twice
+    cond = (0.3 * rng.standard_normal((9, n, layers, width))).astype(np.float32)
+    uniforms = rng.random((9, n, 1))
+    forced = rng.integers(0, 256, (9, n)) if teacher_forced else None
+    alone = {r: _run(small, cond, uniforms, [r], forced) for r in (0, 4, 8)}
+    for rows in ([0, 4], [4, 1, 2, 0], [8, 7, 6, 5, 4, 3, 2, 1, 0], list(range(9))):
+        classes, logits = _run(small, cond, uniforms, rows, forced)
+        for pos, r in enumerate(rows):
+            if r in alone:
+                assert np.array_equal(classes[pos], alone[r][0][0])
+                assert np.array_equal(logits[pos], alone[r][1][0])
+    assert len({alone[r][0][0].tobytes() for r in alone}) == 3  # the inputs do matter
+
+
+def test_the_gate_is_tanh_times_sigmoid_to_float32_precision():
+    @njit
+    def gates(a, b):
+        t, g = np.empty_like(a), np.empty_like(a)
+        for i in range(a.size):
+            t[i] = _tanh(a[i])
+            g[i] = _gate(a[i], b[i])
+        return t, g
+
+    a = np.linspace(-12, 12, 100_001).astype(np.float32)
+    b = a[::-1].copy()
+    t, g = gates(a, b)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    assert np.abs(t - np.tanh(a64)).max() < 1e-6
+    assert np.abs(g - np.tanh(a64) / (1 + np.exp(-b64))).max() < 1e-6
+    assert t.dtype == np.float32 and np.all(np.abs(t) <= 1)
