@@ -199,3 +199,35 @@ def test_item_video_reaches_before_and_after_the_audio(root, video_context, look
         # before the song: the empty keyboard; after its end: its last state
         assert np.array_equal(shown, expected_states(song, lo, start + ds.window + lookahead))
         assert np.all(item["frame_starts"].numpy()[index] <= np.arange(len(index)))
+
+
+def test_camera_mix_shows_some_items_as_a_camera_reads_them(root):
+    from deepsynth.sim.camera import CAMERA_RATES, camera_reading
+
+    exact = SegmentDataset(root, "train", context=40, lookahead=15)
+    mixed = SegmentDataset(root, "train", context=40, lookahead=15, camera_mix=0.5,
+                           camera_seed=3)
+    fps = [mixed[i]["camera_fps"] for i in range(len(mixed))]
+    assert {exact[i]["camera_fps"] for i in range(len(exact))} == {0}
+    assert set(fps) - {0} <= set(CAMERA_RATES) and 0.2 < np.mean(np.array(fps) > 0) < 0.8
+    again = SegmentDataset(root, "train", context=40, lookahead=15, camera_mix=0.5,
+                           camera_seed=3)
+    assert [again[i]["camera_fps"] for i in range(len(again))] == fps  # seeded, per item
+    i = next(i for i, f in enumerate(fps) if f)
+    cam, ref = mixed[i], exact[i]
+    assert torch.equal(cam["audio"], ref["audio"]) and cam["start"] == ref["start"]
+    # the keys are those of the camera reading of the whole song, cut like the exact ones
+    number, k = mixed.locate(i)
+    song = exact.song(number)
+    reading = camera_reading(song.key_changes(), fps[i])
+    as_read = store.Song(song.id, song.audio, reading.starts, store.pack_states(reading.states),
+                         song.meta)
+    want = make_item(as_read, k * mixed.hop, mixed.window, 40, True, 0, 15)
+    for key in ("states", "frame_index", "frame_starts", "frames"):
+        assert torch.equal(cam[key], want[key]), key
+    assert not torch.equal(cam["frame_index"], ref["frame_index"]) or \
+        not torch.equal(cam["states"], ref["states"])
+    with pytest.raises(ValueError, match="camera_mix"):
+        SegmentDataset(root, "train", camera_mix=1.5)
+    # items pickle to loader workers and come back the same
+    assert torch.equal(pickle.loads(pickle.dumps(mixed))[i]["states"], cam["states"])

@@ -163,3 +163,15 @@ def test_init_from_starts_a_fresh_run_from_a_checkpoints_weights(store, tmp_path
                                   str(tmp_path / "y")])
     assert "checkpoint not found" in err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_camera_mix_is_part_of_the_recipe(store, tmp_path, capsys):
+    out = tmp_path / "cam"
+    base = ["train", "--data", str(store), "--preset", "tiny", *SHORT, "-q", "--no-tensorboard"]
+    assert main([*base, "--out", str(out), "--max-steps", "2", "--camera-mix", "0.5"]) == 0
+    assert read_payload(out / "last.pt")["extra"]["train_config"]["camera_mix"] == 0.5
+    capsys.readouterr()
+    assert "camera_mix must be in [0, 1]" in one_line_error(
+        capsys, [*base, "--out", str(tmp_path / "x"), "--camera-mix", "2"])
+    assert "--no-resident-data" in one_line_error(
+        capsys, [*base, "--out", str(tmp_path / "y"), "--camera-mix", "0.5", "--resident-data"])

@@ -16,7 +16,8 @@ RECIPE = {
     "lr_min": "lr_min", "batch_size": "batch_size", "clip": "grad_clip", "l2": "l2",
     "epochs": "epochs", "seed": "seed", "val_segments": "val_segments", "val_every": "val_every",
     "log_every": "log_every", "window_seconds": "window_seconds",
-    "overlap_seconds": "overlap_seconds", "no_video": "no_video", "precision": "precision",
+    "overlap_seconds": "overlap_seconds", "no_video": "no_video", "camera_mix": "camera_mix",
+    "precision": "precision",
     "compile": "compile",
 }
 
@@ -50,6 +51,9 @@ def cmd_train(args) -> int:
     out = args.out or (f"runs/{args.preset}" if args.preset else None)
     if out is None:
         raise DeepSynthError("give --out (the run folder), or --preset to default to runs/PRESET")
+    from deepsynth.cli.common import output_dir
+
+    output_dir(out)  # a file, or a place that cannot be written, is refused before any work
     result = train(args.data, out, args.preset, overrides, options, init_from)
     if result.rank != 0:
         return 0
@@ -157,6 +161,10 @@ def register(sub) -> None:
                      help="segment overlap (default: the store's, 2 s)")
     rec.add_argument("--no-video", action="store_const", const=True, default=None,
                      help="ablation: no video at all, the decoder sees past audio only")
+    rec.add_argument("--camera-mix", type=float, metavar="F",
+                     help="share of training segments (0..1) whose keys are those a camera "
+                          "video at 25/30/60 fps shows once read (frame-rate timing, re-strikes "
+                          "lifted a frame), so the model plays camera videos too (default 0)")
     rec.add_argument("--precision", choices=("fp32", "bf16"),
                      help="bf16 autocast (CUDA only; default there) or fp32 (default on CPU)")
     comp = rec.add_mutually_exclusive_group()

@@ -19,6 +19,13 @@ Item (a dict):
     audio        float32 (T,) in [-1, 1] (the model's output distribution makes its classes)
     loss_start   int (= context); song (id), segment (k), start (song sample of loss_start)
 
+Camera mix (`camera_mix` > 0): that share of the items, chosen by a hash of (camera_seed, song,
+segment), shows the keys as the key reader reads them from a camera video of the song at one of
+CAMERA_RATES fps (also hashed): frame-rate quantised, re-strikes lifted for a frame, every change
+dated mid-interval (`sim.camera.camera_reading`), beside the same ground-truth audio; item
+"camera_fps" says which (0: the exact key states). A model trained on the mix plays what a camera
+shows as well as the simulator's own timing.
+
 Identical pictures inside one item are stored once, so a model runs its frame CNN once per
 distinct picture; `collate` concatenates the frames of a batch and offsets frame_index to match.
 Songs are memory-mapped on demand (a few at a time), never the whole corpus in memory.
@@ -43,6 +50,7 @@ from deepsynth.data.splits import SPLITS
 from deepsynth.errors import DeepSynthError
 from deepsynth.layout import KeyboardLayout
 from deepsynth.sim import keyboard
+from deepsynth.sim.camera import CAMERA_RATES, camera_reading
 
 
 def shown_rows(starts: np.ndarray, packed_states: np.ndarray, n_samples: int, vlo: int,
@@ -138,6 +146,8 @@ class SegmentDataset(Dataset):
         render_frames: bool = True,
         segments: SegmentConfig | None = None,
         max_open_songs: int = 8,
+        camera_mix: float = 0.0,
+        camera_seed: int = 0,
     ) -> None:
         manifest = store.read_manifest(root)
         self.root = os.fspath(root)
@@ -154,12 +164,17 @@ class SegmentDataset(Dataset):
         self.video_context, self.lookahead = int(video_context), int(lookahead)
         self.render_frames = render_frames
         self.max_open_songs = max(1, max_open_songs)
+        if not 0.0 <= camera_mix <= 1.0:
+            raise ValueError(f"camera_mix must be in [0, 1], got {camera_mix}")
+        self.camera_mix, self.camera_seed = float(camera_mix), int(camera_seed)
+        self._camera: OrderedDict[tuple[int, int], store.Song] = OrderedDict()
         splits = SPLITS if split is None else (split,) if isinstance(split, str) else tuple(split)
         for s in splits:
             if s not in SPLITS:
                 raise DeepSynthError(f"unknown split {s!r} (one of {', '.join(SPLITS)})")
         self.split = split
         self.songs: list[dict] = [s for s in manifest["songs"] if s["split"] in splits]
+        store.check_songs(root, self.songs)  # an altered file is refused here, once
         counts = [n_segments(s["n_samples"], self.window, self.hop) for s in self.songs]
         self.segment_counts = np.asarray(counts, dtype=np.int64)
         self._first = np.concatenate([[0], np.cumsum(self.segment_counts)]).astype(np.int64)
@@ -182,7 +197,8 @@ class SegmentDataset(Dataset):
         """Song `number` of this dataset, memory-mapped (least recently used ones are closed)."""
         song = self._open.get(number)
         if song is None:
-            song = store.open_song(store.song_dir(self.root, self.songs[number]["id"]))
+            song = store.open_song(store.song_dir(self.root, self.songs[number]["id"]),
+                                   verify=False)  # checked when the dataset was opened
             self._open[number] = song
             while len(self._open) > self.max_open_songs:
                 self._open.popitem(last=False)
@@ -190,16 +206,47 @@ class SegmentDataset(Dataset):
             self._open.move_to_end(number)
         return song
 
+    def camera_fps(self, number: int, k: int) -> int:
+        """The frame rate a camera shows segment k of song `number` at (0: the exact keys)."""
+        if self.camera_mix <= 0:
+            return 0
+        digest = hashlib.blake2b(f"{self.camera_seed}/{self.songs[number]['id']}/{k}".encode(),
+                                 digest_size=8).digest()
+        u = int.from_bytes(digest[:4], "little") / 2**32
+        if u >= self.camera_mix:
+            return 0
+        return CAMERA_RATES[int.from_bytes(digest[4:], "little") % len(CAMERA_RATES)]
+
+    def camera_song(self, number: int, fps: int) -> store.Song:
+        """Song `number` with the key changes a camera at `fps` shows, once read (cached)."""
+        key = (number, fps)
+        song = self._camera.get(key)
+        if song is None:
+            exact = self.song(number)
+            reading = camera_reading(exact.key_changes(), fps)
+            song = store.Song(exact.id, exact.audio, reading.starts,
+                              store.pack_states(reading.states), exact.meta)
+            self._camera[key] = song
+            while len(self._camera) > self.max_open_songs * len(CAMERA_RATES):
+                self._camera.popitem(last=False)
+        else:
+            self._camera.move_to_end(key)
+        return song
+
     def __getitem__(self, index: int) -> dict:
         number, k = self.locate(index)
-        item = make_item(self.song(number), k * self.hop, self.window, self.context,
+        fps = self.camera_fps(number, k)
+        song = self.camera_song(number, fps) if fps else self.song(number)
+        item = make_item(song, k * self.hop, self.window, self.context,
                          self.render_frames, self.video_context, self.lookahead)
         item["segment"] = k
+        item["camera_fps"] = fps
         return item
 
     def __getstate__(self) -> dict:  # DataLoader workers: re-open the songs there
         state = self.__dict__.copy()
         state["_open"] = OrderedDict()
+        state["_camera"] = OrderedDict()
         return state
 
 

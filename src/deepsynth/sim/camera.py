@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from deepsynth.layout import KeyboardLayout
-from deepsynth.reader import CANVAS, apply_homography, homography
+from deepsynth.reader import CANVAS, apply_homography, homography, midpoint_times
 from deepsynth.sim import keyboard
-from deepsynth.sim.keystates import KeyChanges
+from deepsynth.sim.keystates import KeyChanges, changes_from_states
 
+CAMERA_RATES = (25, 30, 60)  # the constant frame rates of camera mode (fps)
 FRAME_SIZES = ((426, 40), (640, 96), (854, 120), (1280, 180), (1280, 720), (1920, 1080))
 
 
@@ -166,3 +167,15 @@ def camera_schedule(changes: KeyChanges, fps: float | None) -> tuple[np.ndarray,
         states[i] &= ~(was_down & lifted & states[i])  # re-struck: show it lifted once
         states[i] |= ~was_down & ~states[i] & pressed  # a short note: show it once
     return pts, states
+
+
+def camera_reading(changes: KeyChanges, fps: float) -> KeyChanges:
+    """The key changes that the key reader returns for a camera video of `changes` at a constant
+    `fps`, when it reads every frame right: the states its frames show (`camera_schedule`),
+    each change dated in the middle of the interval since the frame before (as `read_keys`
+    dates them). What a model conditioned on a camera video sees, without drawing the video."""
+    pts, states = camera_schedule(changes, fps)
+    period = int(round(changes.sample_rate / fps))
+    starts = midpoint_times(pts - pts[0], period)
+    return changes_from_states(starts, states, changes.sample_rate,
+                               max(changes.n_samples, int(starts[-1]) + 1))

@@ -45,6 +45,7 @@ class TrainConfig:
     window_seconds: float | None = None  # segment length; None: the store's (5 s)
     overlap_seconds: float | None = None  # segment overlap; None: the store's (2 s)
     no_video: bool = False  # ablation: no frame CNN or encoder, the decoder sees past audio only
+    camera_mix: float = 0.0  # share of training items keyed as a camera video shows them, read
     precision: str | None = None  # "fp32" or "bf16" (autocast, CUDA only); None: bf16 on CUDA
     compile: bool | None = None  # torch.compile the model; None: on for CUDA
     adam_beta1: float = 0.9
@@ -73,6 +74,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
+        if not 0.0 <= self.camera_mix <= 1.0:
+            raise ValueError(f"camera_mix must be in [0, 1], got {self.camera_mix}")
 
     def resolved(self, preset_l2: float, cuda: bool) -> TrainConfig:
         """Every `None` replaced: l2 by the preset's, precision and compile by the device's."""

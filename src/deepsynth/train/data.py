@@ -73,7 +73,8 @@ def open_datasets(root: str | os.PathLike, cfg: TrainConfig, spans: dict[str, in
     (rendered later, or no video)."""
     segments = segment_config(root, cfg)
     kw = {**spans, "render_frames": frames, "segments": segments}
-    train = SegmentDataset(root, "train", **kw)
+    # the camera mix shapes the training items only: validation stays on the exact key states
+    train = SegmentDataset(root, "train", **kw, camera_mix=cfg.camera_mix, camera_seed=cfg.seed)
     val = SegmentDataset(root, "val", **kw)
     need = cfg.batch_size * world
     if len(train) < need:

@@ -112,6 +112,17 @@ def checkpoint_to_resume(out: Path, resume: str) -> TrainingCheckpoint | None:
     return load_training_state(last)
 
 
+def check_same_store(ckpt: TrainingCheckpoint, data: Path) -> None:
+    """A resume goes on with the store it was trained on (its manifest's SHA-256, recorded in
+    every checkpoint): another store is refused, naming both."""
+    extra = ckpt.payload.get("extra") or {}
+    recorded = extra.get("data_manifest_sha256")
+    if recorded is not None and recorded != manifest_sha256(data):
+        raise DeepSynthError(f"{ckpt.path} was trained on the store {extra.get('data', '?')} "
+                             f"(manifest {recorded[:12]}), not on {data}: resume it with that "
+                             f"--data, or start a fresh run")
+
+
 def preset_and_recipe(ckpt: TrainingCheckpoint | None, preset: str | None,
            config: TrainConfig | dict | None) -> tuple[str, TrainConfig]:
     """The preset's name and the (unresolved) recipe: asked for, or the checkpoint's."""
@@ -270,6 +281,8 @@ class Run:
         if cuda:
             torch.backends.cudnn.benchmark = True  # fixed sequence length: pick the fastest convs
         ckpt = checkpoint_to_resume(out, options.resume)
+        if ckpt is not None:
+            check_same_store(ckpt, data)
         init = initial_weights(init_from) if init_from is not None and ckpt is None else None
         if preset is None and init is not None:
             preset = init.preset
@@ -422,6 +435,10 @@ class Run:
     def _resident(self):
         """The training split held on the device (by default on CUDA), or None."""
         resident = self.options.resident_data
+        if self.cfg.camera_mix > 0:  # camera readings are made per song by the dataset
+            if resident:
+                raise DeepSynthError("--camera-mix needs the loader path (--no-resident-data)")
+            return None
         if not (resident if resident is not None else self.cuda):
             return None
         from deepsynth.train.resident import ResidentSegments
