@@ -62,9 +62,14 @@ def checkpoint_path(checkpoint: PathLike | None) -> Path:
 def recommended_temperature(requested: float | None, payload: dict[str, Any]) -> float:
     """The temperature asked for, else the one recorded in the checkpoint at export, else 1."""
     if requested is None:
-        requested = float((payload.get("extra") or {}).get("temperature", 1.0))
-    if requested < 0:
-        raise DeepSynthError(f"temperature must be >= 0, got {requested}")
+        try:
+            requested = float((payload.get("extra") or {}).get("temperature", 1.0))
+        except (TypeError, ValueError):
+            requested = 1.0
+        if not 0 <= requested <= 100:  # NaN too: a checkpoint's bad record is not used
+            requested = 1.0
+    if not 0 <= requested <= 100:
+        raise DeepSynthError(f"temperature must be a number from 0 to 100, got {requested}")
     return requested
 
 
@@ -74,6 +79,10 @@ def source_window(source: VideoSource, start: float = 0.0, duration: float | Non
     from deepsynth.generate.generator import Window
 
     sr = source.sample_rate
+    if not 0 <= start < float("inf"):
+        raise DeepSynthError(f"start must be a finite number >= 0, got {start}")
+    if duration is not None and not 0 < duration < float("inf"):
+        raise DeepSynthError(f"duration must be a finite number > 0, got {duration}")
     first = int(round(start * sr))
     name = source.path if source.path is not None else "input"
     if first < 0:

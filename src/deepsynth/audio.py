@@ -58,7 +58,23 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> N
         w.setsampwidth(2)
         w.setframerate(int(sample_rate))
         w.writeframes(audio.astype("<i2").tobytes())
+    append_wav_mark(buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+WAV_MARK = b"LIST" + (22).to_bytes(4, "little") + b"INFO" + b"ISFT" + (10).to_bytes(4, "little") \
+    + b"deepsynth\0"
+
+
+def append_wav_mark(f) -> None:
+    """End a finished wav with an INFO chunk naming DeepSynth (how an output is recognised as
+    ours, deepsynth.atomic.made_by_deepsynth), and patch the RIFF size."""
+    f.seek(0, io.SEEK_END)
+    f.write(WAV_MARK)
+    size = f.tell()
+    f.seek(4)
+    f.write((size - 8).to_bytes(4, "little"))
+    f.seek(0, io.SEEK_END)
 
 
 def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
@@ -80,14 +96,17 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 
 class StreamingWavWriter:
     """Write 16-bit mono audio chunk by chunk to a temporary file beside `path`; the header is
-    patched after every chunk, so the file is a valid wav at any moment. On success, and on
-    Ctrl-C (what was generated is kept), it is renamed to `path`; on any other error it goes."""
+    patched after every chunk, so the file is a valid wav at any moment. On success it is
+    renamed to `path`; on Ctrl-C or SIGTERM too (what was generated is kept), but only where
+    there was no file at `path` (an earlier complete output is never replaced by a fragment);
+    on any other error it goes."""
 
     def __init__(self, path: str | os.PathLike, sample_rate: int) -> None:
         from deepsynth.atomic import atomic_path
 
-        self._atomic = atomic_path(path, suffix=".wav")
+        self._atomic = atomic_path(path, suffix=".wav", keep_partial=True)
         self.path = path
+        self.replaces = os.path.exists(path)  # an earlier output: kept on an interruption
         self.sample_rate = sample_rate
         self.frames = 0
 
@@ -110,8 +129,8 @@ class StreamingWavWriter:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self._wav.close()
+        append_wav_mark(self._file)
         self._file.close()
-        if exc_type is KeyboardInterrupt:  # keep the partial result as a valid file
-            self._atomic.__exit__(None, None, None)
-            return False
+        if exc_type is None:
+            return bool(self._atomic.__exit__(None, None, None))
         return bool(self._atomic.__exit__(exc_type, exc, tb))

@@ -23,13 +23,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from deepsynth.atomic import temp_name
 from deepsynth.config import ModelConfig, from_dict, to_dict
 from deepsynth.errors import DeepSynthError
 from deepsynth.layout import KeyboardLayout
@@ -37,7 +37,7 @@ from deepsynth.model.deepsynth import DeepSynth
 
 FORMAT = "deepsynth-checkpoint"
 VERSION = 1
-RESERVED = ("format", "version", "config", "layout", "model", "extra", "shards")
+RESERVED = ("format", "version", "config", "layout", "model", "extra", "shards", "checksum")
 MIB = 1 << 20
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -45,8 +45,10 @@ SHARD_TAG = ".shard-"
 
 
 def _write_file(path: Path, write) -> None:
-    """Atomically create or replace `path` with what `write(f)` writes (fsync'ed, then renamed)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    """Atomically create or replace `path` with what `write(f)` writes (fsync'ed, then renamed;
+    the temporary name is deepsynth.atomic's, so a killed writer's leftover is swept)."""
+    tmp = temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -96,7 +98,8 @@ def _write_payload(path: Path, payload: dict[str, Any], shard_mb: float | None) 
         files.append(name)
         sizes.append(len(piece))
         digests.append(hashlib.sha256(piece).hexdigest())
-    index = {key: payload[key] for key in ("format", "version", "config", "extra")}
+    index = {key: payload[key] for key in ("format", "version", "config", "extra")
+             if key in payload}
     index["shards"] = {"files": files, "sizes": sizes, "sha256": digests, "bytes": len(data)}
     _write_file(path, lambda f: torch.save(index, f))
     _remove_stale_shards(path, set(files))
@@ -163,6 +166,7 @@ def save_checkpoint(
         "extra": dict(extra or {}),
         **states,
     }
+    payload["checksum"] = {"sha256": payload_sha256(payload)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_payload(path, payload, shard_mb)
@@ -188,7 +192,58 @@ def read_payload(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str
         )
     if "shards" in payload:
         payload = _join_shards(path, payload, map_location)
+    verify_payload(path, payload)
     return payload
+
+
+def _feed(h, value: Any) -> None:
+    """Hash `value` (plain containers, tensors, numbers, strings, bytes) canonically."""
+    if isinstance(value, dict):
+        h.update(b"{%d" % len(value))
+        for key in sorted(value, key=repr):
+            h.update(repr(key).encode())
+            _feed(h, value[key])
+        h.update(b"}")
+    elif isinstance(value, list | tuple):
+        h.update(b"[%d" % len(value))
+        for item in value:
+            _feed(h, item)
+        h.update(b"]")
+    elif isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, bytes | bytearray):
+        h.update(b"B%d" % len(value))
+        h.update(bytes(value))
+    else:
+        h.update(f"{type(value).__name__}:{value!r}".encode())
+
+
+def payload_sha256(payload: dict[str, Any]) -> str:
+    """SHA-256 over everything a checkpoint holds but its checksum (tensors by their bytes)."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in payload.items() if k != "checksum"})
+    return h.hexdigest()
+
+
+def verify_payload(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """A DeepSynthError if the payload's checksum (files written before checksums have none)
+    does not match, or if its model weights are not all finite."""
+    recorded = payload.get("checksum")
+    if recorded is not None:
+        digest = recorded.get("sha256") if isinstance(recorded, dict) else None
+        if digest != payload_sha256(payload):
+            raise DeepSynthError(f"checkpoint {path} is corrupt: its contents do not match "
+                                 "their checksum")
+    weights = payload.get("model")
+    if isinstance(weights, dict):
+        for name, t in weights.items():
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() and \
+                    not bool(torch.isfinite(t).all()):
+                raise DeepSynthError(f"checkpoint {path} has weights that are not finite "
+                                     f"(NaN or infinity) in {name}")
 
 
 def load_checkpoint(

@@ -11,8 +11,11 @@ import json
 import sys
 import time
 
-from deepsynth.cli.common import output_dir, warn
+from deepsynth.cli.common import output_dir, output_targets, warn
 from deepsynth.cli.generate import default_checkpoint, load_model, sampling_temperature
+
+DEMO_FILES = ("demo.mid", "ground_truth.wav", "ground_truth.mp4", "generated.wav", "demo.mp4",
+              "comparison.png", "demo.json")
 
 
 def cmd_demo(args) -> int:
@@ -27,6 +30,7 @@ def cmd_demo(args) -> int:
     from deepsynth.sim.video import write_video
 
     out = output_dir(args.output)
+    output_targets(out / name for name in DEMO_FILES)  # a user's file there is not replaced
     model = None
     if args.checkpoint is not None or default_checkpoint().exists():
         model, payload, ckpt = load_model(args.checkpoint)

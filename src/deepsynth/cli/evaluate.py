@@ -5,7 +5,6 @@ evaluated checkpoints by budget and quality)."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from deepsynth.errors import DeepSynthError
 
@@ -19,9 +18,10 @@ def _say(quiet: bool):
 
 
 def cmd_evaluate(args) -> int:
+    from deepsynth.cli.common import output_dir
     from deepsynth.evaluate.report import evaluate
 
-    out = Path(args.output)
+    out = output_dir(args.output)
     report = evaluate(
         args.checkpoint, args.data, out, split=args.split, segments=args.segments,
         excerpts=args.excerpts, seconds=args.seconds, temperature=args.temperature,
@@ -86,9 +86,10 @@ def _sweep_command(args) -> list[str]:
 
 
 def cmd_sweep(args) -> int:
+    from deepsynth.cli.common import output_dir
     from deepsynth.evaluate.sweep import record_command, run_sweep, tabulate, tabulate_only
 
-    out = Path(args.output)
+    out = output_dir(args.output)
     if args.tabulate:
         result = tabulate_only(out)
     else:
@@ -118,20 +119,23 @@ def cmd_sweep(args) -> int:
 
 def cmd_quality(args) -> int:
     from deepsynth.atomic import atomic_write_text
+    from deepsynth.cli.common import output_file
     from deepsynth.evaluate.quality import quality_markdown, quality_row
 
+    md = output_file(args.output) if args.output else None
+    js = output_file(args.json) if args.json else None
     rows = []
     for spec in args.reports:
         folder, _, label = spec.partition("=")
         rows.append(quality_row(folder, label or None))
     table = quality_markdown(rows)
     print(table, end="")
-    if args.output:
-        atomic_write_text(Path(args.output), table)
-    if args.json:
+    if md is not None:
+        atomic_write_text(md, table)
+    if js is not None:
         import json
 
-        atomic_write_text(Path(args.json), json.dumps(rows, indent=1) + "\n")
+        atomic_write_text(js, json.dumps(rows, indent=1) + "\n")
     return 0
 
 

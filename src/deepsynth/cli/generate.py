@@ -7,7 +7,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from deepsynth.cli.common import output_dir, output_file, warn
+from deepsynth.cli.common import output_dir, output_file, output_targets, warn
 from deepsynth.errors import DeepSynthError
 
 OUT_SUFFIXES = (".wav", ".mp4")
@@ -56,7 +56,7 @@ def _targets(args, n_inputs: int) -> list[Path]:
         names = [f"{p.stem}-{p.suffix.lstrip('.').lower()}" for p in inputs]
     if len(set(names)) < len(names):
         names = [f"{i}-{n}" for i, n in enumerate(names)]
-    return [out / f"{n}.{args.format}" for n in names]
+    return output_targets(out / f"{n}.{args.format}" for n in names)
 
 
 def cmd_synthesize(args) -> int:
@@ -94,7 +94,8 @@ def cmd_synthesize(args) -> int:
     began = time.perf_counter()
     with ExitStack() as stack:
         wavs = [
-            stack.enter_context(StreamingWavWriter(t, sr)) if t.suffix == ".wav" else None
+            stack.enter_context(StreamingWavWriter(t, sr)) if t.suffix.lower() == ".wav"
+            else None
             for t in targets
         ]
 
@@ -111,13 +112,17 @@ def cmd_synthesize(args) -> int:
                              on_chunk=on_chunk, device=args.device)
         except KeyboardInterrupt:
             bar.close()
-            kept = [str(t) for t, w in zip(targets, wavs, strict=True) if w is not None]
-            warn(f"interrupted: kept what was generated in {', '.join(kept) or 'nothing'}")
+            kept = [str(t) for t, w in zip(targets, wavs, strict=True)
+                    if w is not None and not w.replaces]
+            left = [str(t) for t, w in zip(targets, wavs, strict=True)
+                    if w is not None and w.replaces]
+            warn(f"interrupted: kept what was generated in {', '.join(kept) or 'nothing'}"
+                 + (f"; left the earlier {', '.join(left)} as it was" if left else ""))
             raise
     bar.close()
     seconds = time.perf_counter() - began
     for target, src, window, pcm in zip(targets, sources, windows, audio, strict=True):
-        if target.suffix == ".mp4":
+        if target.suffix.lower() == ".mp4":
             write_mp4(target, src, window, pcm)
         if not args.quiet:
             print(f"{target}  {window.length / sr:.1f} s generated")

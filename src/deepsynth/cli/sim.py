@@ -7,7 +7,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from deepsynth.cli.common import EXIT_BAD_INPUT, output_dir, output_file, warn
+from deepsynth.cli.common import (
+    EXIT_BAD_INPUT,
+    output_dir,
+    output_file,
+    output_targets,
+    protect_inputs,
+    warn,
+)
 from deepsynth.config import AudioConfig
 from deepsynth.errors import DeepSynthError
 
@@ -86,6 +93,8 @@ def cmd_simulate(args) -> int:
         raise DeepSynthError("--camera films the keyboard lossily: it takes no --lossless")
     jobs = [(m, out, n, cfg, args.soundfont, args.fps, args.any_instrument, args.camera,
              args.lossless) for m, n in zip(midis, _unique_names(midis), strict=True)]
+    protect_inputs(midis)
+    output_targets(out / f"{job[2]}.{ext}" for job in jobs for ext in ("mp4", "wav", "json"))
     failures: list[tuple[str, str]] = []
     bar = tqdm(total=len(jobs), unit="song", disable=len(jobs) < 2 or args.quiet, file=sys.stderr)
     if args.workers > 1 and len(jobs) > 1:

@@ -112,10 +112,63 @@ def read_meta(folder: str | os.PathLike) -> dict:
         raise DeepSynthError(f"{path}: unreadable ({e})") from None
 
 
-def open_song(folder: str | os.PathLike, mmap: bool = True) -> Song:
-    """Open a song folder (no checksum check: see verify_song)."""
+_VERIFIED: set[tuple[str, int, int, int, str]] = set()  # files whose SHA-256 was checked
+
+
+def _stat_key(path: Path, digest: str) -> tuple[str, int, int, int, str]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, digest)
+
+
+def check_song(folder: str | os.PathLike, meta: dict, checksum: str | None = None) -> None:
+    """A DeepSynthError unless the song's array files have the SHA-256 its meta.json records
+    (and its meta the song checksum the manifest records, when `checksum` is given). Each file
+    is hashed once per process (while its size, time and inode stay the same); a song written
+    before checksums were recorded is not checked."""
+    folder = Path(folder)
+    arrays = meta.get("arrays")
+    if not isinstance(arrays, dict) or not arrays:
+        return
+    try:
+        digests = {name: arrays[name]["sha256"] for name in ARRAYS}
+    except (KeyError, TypeError):
+        raise DeepSynthError(f"{folder / META}: damaged array list; rebuild the store with "
+                             "`deepsynth data build`") from None
+    if meta.get("checksum") not in (None, song_checksum(digests)) or \
+            (checksum is not None and meta.get("checksum") not in (None, checksum)):
+        raise DeepSynthError(f"{folder / META}: does not match the store's manifest (altered?); "
+                             "rebuild the song with `deepsynth data build`")
+    for name, digest in digests.items():
+        path = folder / arrays[name].get("file", f"{name}.npy")
+        try:
+            key = _stat_key(path, digest)
+            if key in _VERIFIED:
+                continue
+            ok = file_sha256(path) == digest
+        except OSError:
+            raise DeepSynthError(f"{path}: missing or unreadable; rebuild the store with "
+                                 "`deepsynth data build`") from None
+        if not ok:
+            raise DeepSynthError(f"{path}: altered or corrupt (checksum mismatch); rebuild the "
+                                 "store with `deepsynth data build`")
+        _VERIFIED.add(key)
+
+
+def check_songs(root: str | os.PathLike, rows: list[dict]) -> None:
+    """`check_song` for each manifest row (what a dataset does when it is opened)."""
+    for row in rows:
+        folder = song_dir(root, row["id"])
+        check_song(folder, read_meta(folder), row.get("checksum"))
+
+
+def open_song(folder: str | os.PathLike, mmap: bool = True, verify: bool = True,
+              checksum: str | None = None) -> Song:
+    """Open a song folder; with `verify`, its files are checked against their recorded
+    SHA-256 first (`check_song`: once per file and process)."""
     folder = Path(folder)
     meta = read_meta(folder)
+    if verify:
+        check_song(folder, meta, checksum)
     mode = "r" if mmap else None
     try:
         arrays = {name: np.load(folder / f"{name}.npy", mmap_mode=mode) for name in ARRAYS}

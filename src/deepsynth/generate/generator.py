@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from deepsynth.audio import float_to_int16
+from deepsynth.errors import DeepSynthError
 from deepsynth.generate.fused import FusedDecoderState, pack_decoder
 from deepsynth.generate.sources import VideoSource
 from deepsynth.layout import N_KEYS
@@ -29,6 +30,7 @@ from deepsynth.model.deepsynth import DeepSynth
 
 COND_BUDGET_BYTES = 64 << 20  # per chunk, for the per-layer conditioning of the whole batch
 CHUNK_SAMPLES = (64, 4000)  # the fewest and most samples a chunk holds (a clip, not a rate)
+MIN_CONDITION = 32  # the fewest samples conditioned at a time (see Conditioner.condition)
 
 
 @dataclass(frozen=True)
@@ -82,18 +84,22 @@ class Conditioner:
     def reads(self, start: int, n: int) -> tuple[int, int]:
         """[lo, hi): the samples of video the conditioning of samples [start, start + n) reads
         (lo on the paths' hop grid, so their blocks stay where they are over the whole piece;
-        before sample 0 the keyboard is empty). The live generator asks the same."""
+        before sample 0 the keyboard is empty; at least MIN_CONDITION samples are conditioned,
+        see `condition`). The live generator asks the same."""
         lo = start - self.context
-        return lo - lo % self.hop, start + n + self.model.lookahead
+        return lo - lo % self.hop, start + max(n, MIN_CONDITION) + self.model.lookahead
 
     @torch.no_grad()
     def condition(self, features: list[torch.Tensor], rows: np.ndarray, n: int) -> torch.Tensor:
-        """(n, L, 2R): the conditioning of the last n samples before the lookahead of `rows`,
-        the row of `features` shown at each sample of `reads(start, n)`. The paths compute
-        only those n samples (the context before them is read for presses), the same numbers
-        as over the whole piece, bit for bit whatever the chunking (tests/test_play.py)."""
-        cond = self.model.condition_from_features(features, torch.from_numpy(rows)[None], n)
-        return torch.einsum("loc,cn->nlo", self.proj, cond[0])
+        """(n, L, 2R): the conditioning of samples [start, start + n), `rows` the row of
+        `features` shown at each sample of `reads(start, n)`. The paths compute only the
+        conditioned samples (the context before them is read for presses), the same numbers as
+        over the whole piece, bit for bit whatever the chunking (tests/test_play.py): a chunk
+        of fewer than MIN_CONDITION samples is computed as one of MIN_CONDITION and cut, since
+        the CPU's matrix products round a handful of rows differently (measured: 1..7)."""
+        m = max(n, MIN_CONDITION)
+        cond = self.model.condition_from_features(features, torch.from_numpy(rows)[None], m)
+        return torch.einsum("loc,cn->nlo", self.proj, cond[0])[:n]
 
 
 @torch.no_grad()
@@ -177,6 +183,11 @@ def _generate(model, sources, windows, temperature, seed, chunk, on_chunk, devic
     seeds = [seed] * len(sources) if isinstance(seed, int | np.integer) else list(seed)
     if len(seeds) != len(sources):
         raise ValueError(f"{len(seeds)} seeds for {len(sources)} sources")
+    if not 0 <= temperature <= 100:  # NaN too: it would sample a constant full-scale signal
+        raise DeepSynthError(f"temperature must be a number from 0 to 100, got {temperature}")
+    for s in seeds:
+        if not 0 <= int(s) < 2**32:
+            raise DeepSynthError(f"seed must be from 0 to {2**32 - 1}, got {s}")
     windows = list(windows or [Window(0, s.n_samples) for s in sources])
     conditioner = Conditioner(model, [frame_features(model, s) for s in sources])
     total = max(w.length for w in windows)

@@ -76,6 +76,11 @@ def _track(events: list[tuple[int, mido.Message]], name: str) -> mido.MidiTrack:
 
 
 def midi_bytes(midi: mido.MidiFile) -> bytes:
+    """The file's bytes, with a text event that says DeepSynth made it (on a copy)."""
+    midi = mido.MidiFile(type=midi.type, ticks_per_beat=midi.ticks_per_beat,
+                         tracks=[mido.MidiTrack(t) for t in midi.tracks])
+    if midi.tracks:
+        midi.tracks[0].insert(0, mido.MetaMessage("text", text="made by deepsynth", time=0))
     buf = io.BytesIO()
     midi.save(file=buf)
     return buf.getvalue()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from deepsynth.sim.keyboard import HIGHEST_PITCH, LOWEST_PITCH
 DRUM_CHANNEL = 9
 PIANO_PROGRAMS = range(0, 8)  # General MIDI piano family
 SUSTAIN_CC = 64
+MAX_PIECE_SECONDS = 12 * 3600  # longer is refused (a corrupt delta time, most likely)
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def read_midi(
     if not data:
         raise DeepSynthError(f"{path}: empty file (0 bytes), not a MIDI file")
     try:
-        midi = mido.MidiFile(file=io.BytesIO(data))
+        midi = mido.MidiFile(file=io.BytesIO(_known_chunks(data)))
     except EOFError:
         raise DeepSynthError(f"{path}: truncated or corrupt MIDI file") from None
     except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
@@ -100,16 +100,63 @@ def read_midi(
                       label=str(path))
 
 
-def _tick_to_seconds(midi: mido.MidiFile):
-    """The tempo map of `midi` as a vectorised function (pretty_midi's reading of it)."""
-    import pretty_midi
+def _known_chunks(data: bytes) -> bytes:
+    """The file without chunks other than MThd and MTrk (the standard says a reader skips
+    unknown chunks; mido stops at them). A file whose chunks do not parse is left as it is,
+    for mido to name what is wrong."""
+    if data[:4] != b"MThd" or len(data) < 14:
+        return data
+    chunks, pos, dropped = [], 0, False
+    while pos + 8 <= len(data):
+        kind, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "big")
+        if pos + 8 + size > len(data) or not kind.isalnum():
+            return data
+        if kind in (b"MThd", b"MTrk"):
+            chunks.append(data[pos : pos + 8 + size])
+        else:
+            dropped = True
+        pos += 8 + size
+    return b"".join(chunks) + data[pos:] if dropped else data
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pretty_midi warns about tempo events on other tracks
-        pm = pretty_midi.PrettyMIDI(mido_object=midi)
+
+def _tick_to_seconds(midi: mido.MidiFile):
+    """The tempo map of `midi` as a vectorised function: pretty_midi's reading of it (set_tempo
+    events of the first track; one at tick 0 replaces the default 120 bpm), computed for the
+    ticks asked for only, so a huge delta time costs nothing (pretty_midi allocates a float
+    per tick, and refuses files past 10 million ticks)."""
+    resolution = midi.ticks_per_beat
+    if isinstance(resolution, int) and resolution < 0:  # SMPTE: frames a second x ticks a frame
+        division = resolution & 0xFFFF
+        fps, per_frame = 256 - (division >> 8), division & 0xFF
+        if fps not in (24, 25, 29, 30) or per_frame == 0:
+            raise DeepSynthError(f"unusable SMPTE time division ({fps} fps, {per_frame} ticks "
+                                 "a frame)")
+        second = 1.0 / ((29.97 if fps == 29 else fps) * per_frame)
+        return lambda ticks: np.asarray(ticks, dtype=np.float64) * second
+    if not isinstance(resolution, int) or resolution <= 0:
+        raise DeepSynthError(f"unusable time division ({resolution} ticks per beat)")
+    scales = [(0, 60.0 / (120.0 * resolution))]
+    tick = 0
+    for event in midi.tracks[0] if midi.tracks else []:
+        tick += event.time
+        if event.type != "set_tempo" or event.tempo <= 0:
+            continue
+        if tick == 0:
+            scales = [(0, 60.0 / ((6e7 / event.tempo) * resolution))]
+        else:
+            scale = 60.0 / ((6e7 / event.tempo) * resolution)
+            if scale != scales[-1][1]:
+                scales.append((tick, scale))
+    starts = np.array([t for t, _ in scales], dtype=np.int64)
+    rates = np.array([r for _, r in scales], dtype=np.float64)
+    begins = np.zeros(len(scales), dtype=np.float64)  # the time at each tempo's first tick
+    for i in range(1, len(scales)):
+        begins[i] = begins[i - 1] + rates[i - 1] * (starts[i] - starts[i - 1])
 
     def convert(ticks: np.ndarray) -> np.ndarray:
-        return np.array([pm.tick_to_time(int(t)) for t in ticks], dtype=np.float64)
+        ticks = np.asarray(ticks, dtype=np.int64)
+        i = np.searchsorted(starts, ticks, side="right") - 1
+        return begins[i] + rates[i] * (ticks - starts[i])
 
     return convert
 
@@ -195,7 +242,10 @@ def parse_midi(
 
     arr = np.array(notes_out, dtype=np.int64)
     channel, pitch, velocity, on, off = arr.T
-    to_sec = _tick_to_seconds(midi)
+    try:
+        to_sec = _tick_to_seconds(midi)
+    except DeepSynthError as e:
+        raise DeepSynthError(f"{label}: {e}") from None
     if pedal == "extend":
         off = _extend_by_pedal(channel, off, pedal_events, last_tick)
     outside = (pitch < LOWEST_PITCH) | (pitch > HIGHEST_PITCH)
@@ -206,6 +256,9 @@ def parse_midi(
         )
         pitch = np.clip(pitch, LOWEST_PITCH, HIGHEST_PITCH)
     start, end = to_sec(on), to_sec(off)
+    if end.max() > MAX_PIECE_SECONDS:
+        raise DeepSynthError(f"{label}: lasts {end.max() / 3600:,.1f} h; the simulator takes "
+                             f"pieces of up to {MAX_PIECE_SECONDS // 3600} h (a corrupt time?)")
     notes = _one_note_per_key_at_a_time(Notes.from_columns(pitch, velocity, start, end))
     return Piece(name=name, notes=notes, pedal=pedal, warnings=tuple(notes_warn))
 
@@ -273,6 +326,7 @@ def write_midi(notes: Notes, path: str | os.PathLike, sample_rate: int | None = 
     for p, v, s, e in zip(notes.pitch, notes.velocity, notes.start, notes.end, strict=True):
         piano.notes.append(pretty_midi.Note(int(v), int(p), float(s), float(e)))
     pm.instruments.append(piano)
+    pm.text_events.append(pretty_midi.Text("made by deepsynth", 0.0))  # how ours is recognised
     buf = io.BytesIO()
     pm.write(buf)
     atomic_write_bytes(path, buf.getvalue())

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepsynth.atomic import atomic_write_text, file_sha256
+from deepsynth.atomic import atomic_group, atomic_write_text, file_sha256
 from deepsynth.audio import write_wav
 from deepsynth.config import SimConfig, to_dict
 from deepsynth.sim.keystates import KeyChanges, key_changes
@@ -90,14 +90,16 @@ def simulate_to_files(
     name = name or Path(midi_path).stem
     meta = sim.metadata() | {"source": str(midi_path), "source_sha256": file_sha256(midi_path),
                              "fps": fps}
-    write_wav(out / f"{name}.wav", sim.audio.audio, cfg.audio.sample_rate)
-    if camera is None:
-        write_video(out / f"{name}.mp4", sim.changes, sim.audio.audio, fps=fps, lossless=lossless)
-    else:
-        from deepsynth.sim.camera import Camera, random_camera
+    targets = [out / f"{name}.{ext}" for ext in ("mp4", "wav", "json")]
+    with atomic_group(targets) as (mp4, wav, js):  # all three, or none (nor a leftover)
+        if camera is None:
+            write_video(mp4, sim.changes, sim.audio.audio, fps=fps, lossless=lossless)
+        else:
+            from deepsynth.sim.camera import Camera, random_camera
 
-        cam = Camera(random_camera(camera))
-        meta["camera"] = cam.cfg.to_dict()
-        write_camera_video(out / f"{name}.mp4", sim.changes, cam, sim.audio.audio, fps=fps)
-    atomic_write_text(out / f"{name}.json", json.dumps(meta, indent=2) + "\n")
+            cam = Camera(random_camera(camera))
+            meta["camera"] = cam.cfg.to_dict()
+            write_camera_video(mp4, sim.changes, cam, sim.audio.audio, fps=fps)
+        write_wav(wav, sim.audio.audio, cfg.audio.sample_rate)
+        atomic_write_text(js, json.dumps(meta, indent=2) + "\n")
     return meta | {"outputs": [str(out / f"{name}.{ext}") for ext in ("mp4", "wav", "json")]}

@@ -196,20 +196,39 @@ def _player_frame(img: np.ndarray, coded: tuple[int, int]):
     return av.VideoFrame.from_ndarray(np.concatenate([y, chroma]), format="yuv420p")
 
 
+AUDIO_BLOCK = 1 << 18  # samples resampled and encoded at a time (memory bounded by a block)
 
 
 def _encode_audio(container, stream, audio: np.ndarray, sample_rate: int) -> None:
+    """The sound track, resampled to the stream's rate and encoded block by block (the same
+    samples as resampling the whole piece at once: deepsynth.sim.synth.StreamingResampler)."""
     import av
-    from scipy.signal import resample_poly
+
+    from deepsynth.sim.synth import StreamingResampler
 
     rate = stream.rate
-    x = audio.astype(np.float32) / 32768.0 if audio.dtype == np.int16 else audio.astype(np.float32)
-    if rate != sample_rate:
-        ratio = Fraction(rate, sample_rate)
-        x = resample_poly(x, ratio.numerator, ratio.denominator).astype(np.float32)
-    frame = av.AudioFrame.from_ndarray(np.clip(x, -1, 1)[None], format="flt", layout="mono")
-    frame.sample_rate, frame.pts = rate, 0
-    container.mux(stream.encode(frame))
+    audio = np.asarray(audio)
+    ratio = Fraction(rate, sample_rate)
+    resampler = (StreamingResampler(ratio.numerator, ratio.denominator, len(audio))
+                 if rate != sample_rate else None)
+    pts = 0
+
+    def put(x: np.ndarray) -> None:
+        nonlocal pts
+        if not len(x):
+            return
+        frame = av.AudioFrame.from_ndarray(np.clip(x, -1, 1).astype(np.float32)[None],
+                                           format="flt", layout="mono")
+        frame.sample_rate, frame.pts = rate, pts
+        pts += len(x)
+        container.mux(stream.encode(frame))
+
+    for lo in range(0, len(audio), AUDIO_BLOCK):
+        x = audio[lo : lo + AUDIO_BLOCK]
+        x = x.astype(np.float32) / 32768.0 if x.dtype == np.int16 else x.astype(np.float32)
+        put(resampler.push(x) if resampler is not None else x)
+    if resampler is not None:
+        put(resampler.finish())
     container.mux(stream.encode())
 
 
