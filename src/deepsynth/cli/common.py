@@ -98,6 +98,9 @@ RANGES: dict[str, Range] = {
                                                                                       open_lo=True),
     "clip": Range(0, 1e12), "l2": Range(0, 1e6), "peak_tflops": Range(0, 1e9, open_lo=True),
     "port": Range(0, 65535),
+    # play and serve
+    "block": Range(1, 4000), "horizon": Range(1, 10**7), "max_latency": Range(0, 1e6),
+    "max_seconds": SECONDS,
 }
 
 
