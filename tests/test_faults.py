@@ -595,3 +595,34 @@ def test_subprocess_one_line_error(inputs, tmp_path):
                         str(inputs / "song.mid"), "-o", str(tmp_path / "x.wav"),
                         "--temperature", "nan"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_data_build_keeps_a_foreign_manifest(tmp_path, capsys):
+    from deepsynth.data.toy import write_toy_corpus
+
+    corpus = tmp_path / "corpus"
+    write_toy_corpus(corpus, n_songs=1, bars=2)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"my": "own project file"}')
+    run_cli(["data", "build", "--corpus", str(corpus), "--out", str(out), "-q"], [tmp_path],
+            capsys).assert_refused("manifest.json")
+
+
+def test_the_journal_rolls_back_only_what_it_created(tmp_path):
+    from deepsynth.atomic import Journal, atomic_write_text, ensure_output_dir, mark_durable
+
+    earlier = tmp_path / "earlier.txt"
+    earlier.write_text("old")
+    with Journal() as journal:
+        ensure_output_dir(tmp_path / "new" / "deeper")
+        atomic_write_text(tmp_path / "new" / "deeper" / "a.json", "{}")
+        atomic_write_text(earlier, "new")
+    journal.rollback()
+    assert not (tmp_path / "new").exists()
+    assert earlier.read_text() == "new"  # replaced by a complete file: stays
+    with Journal() as journal:
+        atomic_write_text(tmp_path / "b.json", "{}")
+        mark_durable()  # e.g. a checkpoint was saved: a resume needs what is there
+    journal.rollback()
+    assert (tmp_path / "b.json").exists()

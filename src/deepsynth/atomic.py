@@ -10,7 +10,8 @@ A command can keep a journal (`Journal`, opened by the cli for each command): ev
 atomic write creates where there was none, and every folder `ensure_output_dir` creates, are
 recorded, and `Journal.rollback()` removes them again (folders only when they are empty), so a
 command that fails leaves nothing behind. Files it replaced stay replaced (the new one is
-complete), and nothing is rolled back on an interruption: what was kept is for a resume.
+complete), and nothing is rolled back on an interruption, nor once the command saved work a
+later run resumes from (`mark_durable`: a checkpoint, a store's song).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Journal:
     def __init__(self) -> None:
         self.files: list[Path] = []
         self.dirs: list[Path] = []
+        self.durable = False  # work a later run resumes from was saved: nothing is rolled back
 
     def __enter__(self) -> Journal:
         self._outer, Journal.active = Journal.active, self
@@ -58,6 +60,8 @@ class Journal:
         Journal.active = self._outer
 
     def rollback(self) -> None:
+        if self.durable:
+            return
         for f in reversed(self.files):
             with contextlib.suppress(OSError):
                 f.unlink()
@@ -74,6 +78,13 @@ def _remove_empty_tree(d: Path) -> None:
     for dirpath, _, _ in sorted(os.walk(d), key=lambda t: len(t[0]), reverse=True):
         with contextlib.suppress(OSError):
             os.rmdir(dirpath)
+
+
+def mark_durable() -> None:
+    """The running command saved work a later run resumes from (a checkpoint, a store's
+    song): a failure after this leaves what it created (see Journal)."""
+    if Journal.active is not None:
+        Journal.active.durable = True
 
 
 def record_created(path: Path, is_dir: bool = False) -> None:

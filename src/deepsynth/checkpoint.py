@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from deepsynth.atomic import temp_name
+from deepsynth.atomic import mark_durable, temp_name
 from deepsynth.config import ModelConfig, from_dict, to_dict
 from deepsynth.errors import DeepSynthError
 from deepsynth.layout import KeyboardLayout
@@ -54,8 +54,9 @@ def _write_file(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; give it the usual mode
+        os.chmod(tmp, 0o666 & ~_UMASK)  # created private; give it the usual mode
         os.replace(tmp, path)
+        mark_durable()
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

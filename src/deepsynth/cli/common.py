@@ -246,6 +246,24 @@ def output_dir(path: str | os.PathLike) -> Path:
     return out
 
 
+def output_store(path: str | os.PathLike) -> Path:
+    """`output_dir` for a store: a folder whose manifest.json is not a DeepSynth store's is
+    refused (unless --overwrite), so a build never replaces a user's manifest.json."""
+    import json
+
+    out = Path(path)
+    manifest = out / "manifest.json"
+    if manifest.exists() and not _COMMAND.overwrite:
+        try:
+            ours = json.loads(manifest.read_text()).get("format") == "deepsynth-piano-store"
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise DeepSynthError(f"{manifest}: exists and is not a DeepSynth store's manifest; "
+                                 "choose another --out, or give --overwrite")
+    return output_dir(out)
+
+
 def output_file(path: str | os.PathLike, suffixes: Sequence[str] | None = None) -> Path:
     """An output file: its suffix one of `suffixes` (any case), its folder created, and the
     existing-file rule of the module doc checked."""

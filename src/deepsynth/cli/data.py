@@ -22,11 +22,11 @@ def _sim_config(args):
 def cmd_build(args) -> int:
     from tqdm import tqdm
 
-    from deepsynth.cli.common import output_dir
+    from deepsynth.cli.common import output_store
     from deepsynth.data.build import build_store
 
     cfg = _sim_config(args)
-    output_dir(args.out)  # a file, or a place that cannot be written, is refused before any work
+    output_store(args.out)  # a file, a place that cannot be written, a foreign manifest: refused
     state: dict = {"bar": None, "failed": [], "rebuilt": 0}
 
     def on_start(n: int) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepsynth.atomic import atomic_write_text, file_sha256
+from deepsynth.atomic import atomic_write_text, file_sha256, mark_durable
 from deepsynth.errors import DeepSynthError
 from deepsynth.sim.keyboard import N_KEYS
 from deepsynth.sim.keystates import KeyChanges
@@ -226,6 +226,7 @@ def write_song(
         }
         (tmp / META).write_text(json.dumps(meta, indent=1) + "\n")
         _replace_dir(tmp, folder)
+        mark_durable()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
