@@ -44,11 +44,11 @@ from deepsynth.layout import N_KEYS, KeyboardLayout
 from deepsynth.model.deepsynth import DeepSynth
 
 DEFAULT_BLOCK = 4  # samples per block: 1 ms at 4 kHz (event to sound: block + lookahead + compute)
-DEFAULT_HORIZON = 512  # samples of conditioning computed ahead per call
+DEFAULT_HORIZON = 256  # samples of conditioning computed ahead per call
 SWITCH_INTERVAL = 2e-4  # seconds: Python's GIL switch interval while a session runs
 DEFAULT_MAX_LATENCY_MS = 10.0  # the output stream's delay: a block ready later is an underrun
 WORKER_NICE = 10  # the conditioning thread's nice, above the decoder's
-URGENT_SAMPLES = 64  # conditioning computed when the decoder waits for it (a call costs mostly
+URGENT_SAMPLES = 32  # conditioning computed when the decoder waits for it (a call costs mostly
 #                      its fixed overhead, so the rest of the horizon follows in the next call)
 
 
@@ -139,8 +139,9 @@ class LiveGenerator:
         """Changes before this sample must all be known before `next_block`."""
         return self.t + self.block + self.lookahead
 
-    def add_change(self, sample: int, state: np.ndarray) -> None:
-        """From `sample` on the keyboard shows `state` ((88,) bool, A0 first)."""
+    def add_change(self, sample: int, state: np.ndarray) -> bool:
+        """From `sample` on the keyboard shows `state` ((88,) bool, A0 first); False if that
+        is what it showed already (nothing changes)."""
         state = np.asarray(state, dtype=bool).reshape(N_KEYS).copy()
         sample = int(sample)
         with self._lock:
@@ -148,7 +149,7 @@ class LiveGenerator:
                 raise ValueError(f"a change at sample {sample} comes too late: samples before "
                                  f"{self.earliest_change()} are final")
             if np.array_equal(state, self._states[self._n - 1]):
-                return  # the keyboard shows what it showed: nothing changes
+                return False
             if self._n == len(self._starts):
                 self._starts = np.concatenate([self._starts, np.zeros_like(self._starts)])
             self._starts[self._n] = sample
@@ -160,6 +161,7 @@ class LiveGenerator:
             self._truncate(cut)
             self._cut = True
             self._lock.notify_all()
+        return True
 
     def _truncate(self, cut: int) -> None:
         cut = max(cut, self._taken)
@@ -366,6 +368,9 @@ class KeyTracker:
         self.held = np.zeros(N_KEYS, bool)  # released under the pedal, still shown
         self.pedal = False
         self.pending: dict[int, tuple[np.ndarray, float]] = {}  # sample -> (state, arrival)
+        self._restruck: list[int] = []  # keys struck again at sample `_restruck_at`
+        self._restruck_at = -1
+        self._committed = np.zeros(N_KEYS, bool)
 
     @property
     def shown(self) -> np.ndarray:
@@ -373,12 +378,20 @@ class KeyTracker:
 
     def _show(self, sample: int) -> None:
         first = self.pending.get(sample)
-        self.pending[sample] = (self.shown.copy(), self._arrival if first is None else first[1])
+        arrival = self._arrival if first is None else first[1]
+        state = self.shown.copy()
+        if self._restruck:  # released at this sample, pressed from the next one
+            self.pending[sample + 1] = (state, arrival)
+            state = state.copy()
+            state[self._restruck] = False
+        self.pending[sample] = (state, arrival)
 
     def message(self, sample: int, msg: Sequence[int], arrival: float | None = None) -> None:
         """Apply one message received at `sample`; `arrival` (seconds, default the sample
         itself) is only handed back with the changes it makes."""
         self._arrival = sample if arrival is None else arrival
+        if sample != self._restruck_at:
+            self._restruck, self._restruck_at = [], sample
         if not msg:
             return
         status = msg[0] & 0xF0
@@ -388,12 +401,9 @@ class KeyTracker:
                 return
             key = int(np.clip(msg[1] - LOWEST_PITCH, 0, N_KEYS - 1))
             if status == 0x90 and msg[2] > 0:
-                if self.shown[key]:  # a re-strike: shown released for this sample
-                    self.down[key] = self.held[key] = False
-                    self._show(sample)
-                    self.down[key] = True
-                    self._show(sample + 1)
-                    return
+                if self.shown[key] or key in self._restruck:  # a re-strike
+                    self._restruck.append(key)
+                self.held[key] = False
                 self.down[key] = True
             else:
                 if not self.down[key]:
@@ -414,8 +424,13 @@ class KeyTracker:
         """(sample, state, arrival of its first message) of the changes at samples before
         `before` (no message can change them any more), in time order; later ones stay
         pending."""
-        ready = sorted(s for s in self.pending if s < before)
-        return [(s, *self.pending.pop(s)) for s in ready]
+        out = []
+        for s in sorted(s for s in self.pending if s < before):
+            state, arrival = self.pending.pop(s)
+            if not np.array_equal(state, self._committed):  # (a pedal press changes nothing)
+                out.append((s, state, arrival))
+                self._committed = state
+        return out
 
 
 # -- clocks, inputs, sinks -------------------------------------------------------------------
@@ -733,8 +748,8 @@ class Session:
             known = int(math.floor(clock.now() * sr))  # samples before it are past
             arrived = self.source.poll(known)
             for c in arrived:
-                gen.add_change(c.sample, c.state)
-                self.meter.change(c)
+                if gen.add_change(c.sample, c.state):
+                    self.meter.change(c)
             if arrived:
                 gen.prefetch()  # read the change now, within the lookahead
             while gen.needed() <= known and (end is None or gen.t < end):

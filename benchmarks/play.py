@@ -1,0 +1,139 @@
+"""Live play (issue 20): a piece fed in real time to `deepsynth play`'s generator for 5 minutes,
+with no sound card (--null), pinned to one core, with the shipped model: the latency of every key
+change (arrival to the moment the sample at the change is ready), the compute time of every
+block, underruns against a 10 ms output delay, and the headroom (compute time / block time).
+
+In the same run, as baselines: offline generation (`generate`, what `synthesize` runs) of the
+same 5 minutes on the same core, its speed and whether the live audio equals it sample for
+sample; and the same session on a CPU-time clock (time passes only while this process computes
+or waits), which times it as if the core were its own: on a machine shared with other work the
+real-time run also measures the others.
+
+Targets: latency p99 <= 10 ms; no underrun in 5 minutes on one core; live == offline audio.
+
+    python benchmarks/play.py [--midi FILE] [--seconds 300] [--block 4] [--core 1]
+    python benchmarks/play.py --only real          # the real-time session alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import DEFAULT_CORPUS, append_result
+
+import deepsynth
+from deepsynth.api import open_input
+from deepsynth.generate import live
+from deepsynth.generate.generator import Window, generate
+
+PIECE = DEFAULT_CORPUS / "midis" / "Chopin" / "chp_op18.mid"  # 310 s, a fast waltz
+
+
+class Keep:
+    """A sink that keeps the audio (to compare with offline generation)."""
+
+    def __init__(self) -> None:
+        self.blocks: list[np.ndarray] = []
+
+    def write(self, pcm: np.ndarray) -> None:
+        self.blocks.append(pcm)
+
+
+def session(synth, changes, n: int, clock, block: int, seed: int, background: bool) -> dict:
+    """One live session over the first n samples of the piece; its report and audio."""
+    keep = Keep()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    with live.LiveGenerator(synth.model, synth.temperature, seed, block=block,
+                            background=background) as gen:
+        gen.warm_up()
+        source = live.ChangesInput(changes.starts, changes.states, n)
+        report = live.Session(gen, source, [keep], clock).run()
+        report["conditioning_calls"] = gen.cond_calls
+    report["cpu_seconds"] = round(time.process_time() - cpu0, 2)
+    report["wall_seconds"] = round(time.perf_counter() - wall0, 2)
+    report["cpu_x_real_time"] = round(n / synth.sample_rate / report["cpu_seconds"], 2)
+    return report, np.concatenate(keep.blocks)
+
+
+def brief(report: dict) -> str:
+    lat, head = report["latency_ms"], report["headroom"]
+    return (f"latency p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} ms; "
+            f"underruns {report['underruns']} of {report['blocks']} blocks; headroom mean "
+            f"{head.get('mean')} p99 {head.get('p99')}; {report['cpu_x_real_time']}x real time "
+            "(CPU)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--midi", type=Path, default=PIECE)
+    ap.add_argument("--seconds", type=float, default=300.0)
+    ap.add_argument("--block", type=int, default=live.DEFAULT_BLOCK)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--core", type=int, default=(os.cpu_count() or 1) - 1,
+                    help="the one core to run on (default: the last)")
+    ap.add_argument("--no-background", action="store_true")
+    ap.add_argument("--only", nargs="+", choices=("real", "cpu", "offline"),
+                    default=["real", "cpu", "offline"])
+    args = ap.parse_args()
+
+    os.sched_setaffinity(0, {args.core})
+    torch.set_num_threads(1)
+    import numba
+
+    numba.set_num_threads(1)
+    synth = deepsynth.load()
+    sr = synth.sample_rate
+    changes = open_input(args.midi, sr).changes
+    n = min(int(args.seconds * sr), changes.n_samples)
+    background = not args.no_background
+    record = {
+        "piece": str(args.midi.name), "seconds": n / sr, "block": args.block,
+        "block_ms": args.block / sr * 1000, "lookahead_samples": synth.model.lookahead,
+        "background": background, "seed": args.seed, "core": args.core,
+        "python": platform.python_version(), "torch": torch.__version__,
+        "load_average_before": [round(v, 2) for v in os.getloadavg()],
+        "key_changes": int(np.sum(changes.starts < n)),
+    }
+    audio = {}
+    if "real" in args.only:
+        rep, audio["real"] = session(synth, changes, n, live.RealClock(), args.block, args.seed,
+                                     background)
+        record["real"] = rep
+        print("real time:", brief(rep), f"(load {record['load_average_before']})", flush=True)
+    if "cpu" in args.only:
+        rep, audio["cpu"] = session(synth, changes, n, live.CpuClock(), args.block, args.seed,
+                                    False)
+        record["cpu_clock"] = rep
+        print("CPU-time clock (a core of its own):", brief(rep), flush=True)
+    if "offline" in args.only:
+        src = open_input(args.midi, sr)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        want = generate(synth.model, [src], [Window(0, n)], synth.temperature, args.seed)[0]
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        record["offline"] = {"cpu_seconds": round(cpu, 2), "wall_seconds": round(wall, 2),
+                             "cpu_x_real_time": round(n / sr / cpu, 2),
+                             "wall_x_real_time": round(n / sr / wall, 2)}
+        for name, got in audio.items():
+            equal = bool(len(got) == len(want) and np.array_equal(got, want))
+            record[f"{name}_equals_offline"] = equal
+            if not equal:
+                diff = np.flatnonzero(got[: len(want)] != want[: len(got)])
+                record[f"{name}_first_difference"] = int(diff[0]) if len(diff) else None
+        live_cpu = record.get("real", record.get("cpu_clock", {})).get("cpu_seconds")
+        if live_cpu:
+            record["live_cpu_over_offline_cpu"] = round(live_cpu / cpu, 3)
+        print(f"offline: {record['offline']['cpu_x_real_time']}x real time (CPU); live == "
+              f"offline: {[record.get(f'{k}_equals_offline') for k in audio]}", flush=True)
+    record["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+    path = append_result("play", record)
+    print(f"appended to {path}")
+
+
+if __name__ == "__main__":
+    main()
