@@ -626,3 +626,15 @@ def test_the_journal_rolls_back_only_what_it_created(tmp_path):
         mark_durable()  # e.g. a checkpoint was saved: a resume needs what is there
     journal.rollback()
     assert (tmp_path / "b.json").exists()
+
+
+def test_train_keeps_a_users_files_in_its_folder(store, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "best.pt").write_bytes(b"my own model")
+    run_cli(["train", "--data", str(store), "--preset", "tiny", "--out", str(out),
+             "--max-steps", "1", *SHORT], [tmp_path], capsys).assert_refused("best.pt")
+    (out / "best.pt").unlink()
+    (out / "config.json").write_text('{"my": "settings"}')
+    run_cli(["train", "--data", str(store), "--preset", "tiny", "--out", str(out),
+             "--max-steps", "1", *SHORT], [tmp_path], capsys).assert_refused("config.json")

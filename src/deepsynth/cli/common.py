@@ -264,6 +264,32 @@ def output_store(path: str | os.PathLike) -> Path:
     return output_dir(out)
 
 
+RUN_FILES = ("best.pt", "config.json")  # last.pt: the run itself refuses one not its own
+
+
+def output_run(path: str | os.PathLike) -> Path:
+    """`output_dir` for a training run: a checkpoint there that DeepSynth did not make, or a
+    config.json that is not a run's, is refused (unless --overwrite)."""
+    import json
+
+    out = Path(path)
+    for name in RUN_FILES if out.is_dir() and not _COMMAND.overwrite else ():
+        p = out / name
+        if not p.exists():
+            continue
+        if name.endswith(".pt"):
+            ours = made_by_deepsynth(p)
+        else:
+            try:
+                ours = {"preset", "train", "model"} <= set(json.loads(p.read_text()))
+            except (OSError, ValueError, TypeError):
+                ours = False
+        if not ours:
+            raise DeepSynthError(f"{p}: exists and DeepSynth did not make it; choose another "
+                                 "--out, or give --overwrite")
+    return output_dir(out)
+
+
 def output_file(path: str | os.PathLike, suffixes: Sequence[str] | None = None) -> Path:
     """An output file: its suffix one of `suffixes` (any case), its folder created, and the
     existing-file rule of the module doc checked."""

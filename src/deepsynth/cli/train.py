@@ -51,6 +51,9 @@ def cmd_train(args) -> int:
     out = args.out or (f"runs/{args.preset}" if args.preset else None)
     if out is None:
         raise DeepSynthError("give --out (the run folder), or --preset to default to runs/PRESET")
+    from deepsynth.cli.common import output_run
+
+    output_run(out)  # a file, a place that cannot be written, a user's files: refused first
     from deepsynth.cli.common import output_dir
 
     output_dir(out)  # a file, or a place that cannot be written, is refused before any work
