@@ -54,9 +54,6 @@ def cmd_train(args) -> int:
     from deepsynth.cli.common import output_run
 
     output_run(out)  # a file, a place that cannot be written, a user's files: refused first
-    from deepsynth.cli.common import output_dir
-
-    output_dir(out)  # a file, or a place that cannot be written, is refused before any work
     result = train(args.data, out, args.preset, overrides, options, init_from)
     if result.rank != 0:
         return 0
