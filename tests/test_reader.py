@@ -13,7 +13,13 @@ from midi_factory import TPB, make_midi, random_midi, save
 from deepsynth import reader
 from deepsynth.errors import DeepSynthError
 from deepsynth.sim import keyboard
-from deepsynth.sim.camera import Camera, CameraConfig, camera_schedule, random_camera
+from deepsynth.sim.camera import (
+    Camera,
+    CameraConfig,
+    camera_reading,
+    camera_schedule,
+    random_camera,
+)
 from deepsynth.sim.keystates import KeyChanges
 from deepsynth.sim.simulate import read_piece
 from deepsynth.sim.video import read_keys, write_camera_video, write_video
@@ -118,6 +124,18 @@ def test_camera_videos_decode_to_the_right_key_states(tmp_path, seed, size, fps)
             if match:
                 got[k].remove(match[0])
         assert not any(got.values())  # nothing read that was not played
+        # and the reading is exactly what the training's camera mix shows the model
+        assert reading.changes.equals(camera_reading(changes, fps))
+
+
+@pytest.mark.parametrize("seed,fps", [(10, 30.0), (11, 60.0)])
+def test_camera_reading_is_what_the_reader_reads(tmp_path, seed, fps):
+    changes = song_changes(tmp_path, seed)
+    write_camera_video(tmp_path / "cam.mp4", changes, Camera(random_camera(seed, (640, 96))),
+                       fps=fps)
+    expected = camera_reading(changes, fps)
+    assert read_keys(tmp_path / "cam.mp4").changes.equals(expected)
+    assert expected.n_samples == changes.n_samples and not expected.equals(changes)
 
 
 def test_a_re_strike_shows_for_a_frame_at_a_constant_rate():
