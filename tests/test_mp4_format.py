@@ -133,3 +133,20 @@ def test_camera_mode_refuses_lossless(tmp_path, capsys):
     rc = main(["simulate", str(midi), "-o", str(tmp_path / "o"), "--camera", "1", "--lossless"])
     assert rc == 2
     assert "--lossless" in capsys.readouterr().err
+
+
+def test_synthesize_writes_the_players_format_or_the_lossless_stream(tmp_path, capsys):
+    midi = save(random_midi(17), tmp_path / "song.mid")
+    for name, extra in (("p.mp4", []), ("x.mp4", ["--lossless"])):
+        out = tmp_path / name
+        args = ["synthesize", str(midi), "-o", str(out), "--duration", "0.5", "-q"]
+        assert main(args + extra) == 0
+        if extra:
+            assert _format(out)["profile"] == "High 4:4:4 Predictive"
+        else:
+            assert_player_format(out)
+        back = read_key_changes(out)
+        truth = key_changes(read_midi(midi).notes, SR)
+        shown = truth.starts < back.n_samples
+        assert np.array_equal(back.states, truth.states[shown])
+    capsys.readouterr()

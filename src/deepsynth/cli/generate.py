@@ -123,7 +123,7 @@ def cmd_synthesize(args) -> int:
     seconds = time.perf_counter() - began
     for target, src, window, pcm in zip(targets, sources, windows, audio, strict=True):
         if target.suffix.lower() == ".mp4":
-            write_mp4(target, src, window, pcm)
+            write_mp4(target, src, window, pcm, lossless=args.lossless)
         if not args.quiet:
             print(f"{target}  {window.length / sr:.1f} s generated")
     if not args.quiet:
@@ -185,5 +185,8 @@ def register(sub) -> None:
     p.add_argument(
         "--duration", type=float, metavar="S", help="seconds to generate (default: to the end)"
     )
+    p.add_argument("--lossless", action="store_true",
+                   help="an mp4 OUT in the exact gray stream (780x57, lossless H.264 High 4:4:4, "
+                        "bit for bit) instead of the format every player opens")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_synthesize)
