@@ -647,3 +647,16 @@ def test_train_keeps_a_users_files_in_its_folder(store, tmp_path, capsys):
     (out / "config.json").write_text('{"my": "settings"}')
     run_cli(["train", "--data", str(store), "--preset", "tiny", "--out", str(out),
              "--max-steps", "1", *SHORT], [tmp_path], capsys).assert_refused("config.json")
+
+
+def test_export_refuses_a_store_of_another_rate(store, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(store, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["sample_rate"] = 8000
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    run_cli(["export", str(SHIPPED), "-o", str(tmp_path / "x.pt"), "--data", str(other)],
+            [tmp_path], capsys).assert_refused("8000 Hz")
+    outcome = run_cli(["export", str(SHIPPED), "-o", str(tmp_path / "x.pt"), "--data",
+                       str(store)], [tmp_path], capsys)
+    assert outcome.code == 0, outcome.err

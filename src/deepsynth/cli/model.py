@@ -38,9 +38,16 @@ def cmd_export(args) -> int:
     out = output_file(args.output, (".pt",))
     more = {}
     if args.data:
-        from deepsynth.data.store import manifest_sha256
+        from deepsynth.checkpoint import read_payload
+        from deepsynth.data.store import manifest_sha256, read_manifest
 
         more["data_manifest_sha256"] = manifest_sha256(args.data)
+        store_rate = read_manifest(args.data)["sample_rate"]
+        model_rate = (read_payload(args.checkpoint).get("config") or {}).get("audio", {}).get(
+            "sample_rate")
+        if model_rate is not None and int(store_rate) != int(model_rate):
+            raise DeepSynthError(f"{args.data} holds {store_rate} Hz audio, but "
+                                 f"{args.checkpoint} is a {model_rate} Hz model")
     if args.temperature is not None:
         if args.temperature < 0:
             raise DeepSynthError(f"--temperature must be >= 0, got {args.temperature}")
