@@ -241,12 +241,7 @@ def calibrate(pictures: tuple[np.ndarray, np.ndarray], where: str = "the video")
     ys, xs = np.nonzero(labels == 1 + int(np.argmax(sizes)))
     if xs.max() - xs.min() < 0.25 * W or len(xs) < 0.002 * H * W:
         raise no_keyboard(where)
-    s, d = xs + ys, xs - ys
-    corners = np.array([[xs[s.argmin()], ys[s.argmin()]],
-                        [xs[d.argmax()] + 1, ys[d.argmax()]],
-                        [xs[s.argmax()] + 1, ys[s.argmax()] + 1],
-                        [xs[d.argmin()], ys[d.argmin()] + 1]], np.float64)
-    to_frame = homography(CANVAS, corners)
+    to_frame = homography(CANVAS, _corners(xs, ys))
     to_frame = _refine_along(R, to_frame, where)
     spans, bottom, level_white, level_black = _black_keys(R, D, to_frame, where)
     taps, weights = _key_taps(R.shape, to_frame, spans, bottom)
@@ -254,6 +249,63 @@ def calibrate(pictures: tuple[np.ndarray, np.ndarray], where: str = "the video")
     outside[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = False
     background = float(np.median(R[outside])) if outside.any() else float(level_black)
     return Calibration((H, W), to_frame, spans, bottom, background, taps, weights)
+
+
+def _edge_line(along: np.ndarray, across: np.ndarray) -> np.ndarray:
+    """(slope, intercept) of across = slope x along + intercept, fitted to the middle 80 % of
+    the edge (its ends round off) after dropping points far from a first fit (a black key
+    cutting into the top edge, a bright spot beside the keyboard)."""
+    lo, hi = np.percentile(along, [10, 90])
+    keep = (along >= lo) & (along <= hi)
+    a, x = along[keep].astype(np.float64), across[keep].astype(np.float64)
+    line = np.polyfit(a, x, 1)
+    near = np.abs(np.polyval(line, a) - x) <= max(1.0, np.percentile(np.abs(np.polyval(line, a)
+                                                                            - x), 75))
+    return np.polyfit(a[near], x[near], 1) if near.sum() >= 2 else line
+
+
+def _corners(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """The keyboard's TL, TR, BR, BL corners (pixel edges) from the pixels of its bright region:
+    the intersections of lines fitted to its four edges, so that every column and row of the
+    edges counts (a corner's own pixels are few, and blur rounds them off). The extreme pixels
+    where an edge is too short to fit."""
+    s, d = xs + ys, xs - ys
+    extreme = np.array([[xs[s.argmin()], ys[s.argmin()]], [xs[d.argmax()] + 1, ys[d.argmax()]],
+                        [xs[s.argmax()] + 1, ys[s.argmax()] + 1],
+                        [xs[d.argmin()], ys[d.argmin()] + 1]], np.float64)
+    cols, rows = np.unique(xs), np.unique(ys)
+    if len(cols) < 20 or len(rows) < 8:
+        return extreme
+    top = np.full(xs.max() + 1, np.iinfo(np.int64).max)
+    bottom = np.full(xs.max() + 1, -1)
+    np.minimum.at(top, xs, ys)
+    np.maximum.at(bottom, xs, ys)
+    left = np.full(ys.max() + 1, np.iinfo(np.int64).max)
+    right = np.full(ys.max() + 1, -1)
+    np.minimum.at(left, ys, xs)
+    np.maximum.at(right, ys, xs)
+    (mt, ct), (mb, cb) = _edge_line(cols, top[cols]), _edge_line(cols, bottom[cols] + 1)
+
+    def side(x: float) -> np.ndarray:  # the rows of the end at column x, between the edges
+        y0, y1 = mt * x + ct, mb * x + cb
+        return rows[(rows >= y0 + 1) & (rows + 1 <= y1 - 1)]
+
+    ends = side(float(xs.min())), side(float(xs.max()))
+    if min(len(e) for e in ends) < 4:
+        return extreme
+    (ml, cl), (mr, cr) = _edge_line(ends[0], left[ends[0]]), \
+        _edge_line(ends[1], right[ends[1]] + 1)
+
+    def meet(m_h, c_h, m_v, c_v):  # y = m_h x + c_h and x = m_v y + c_v
+        y = (m_h * c_v + c_h) / (1 - m_h * m_v)
+        return [m_v * y + c_v, y]
+
+    corners = np.array([meet(mt, ct, ml, cl), meet(mt, ct, mr, cr), meet(mb, cb, mr, cr),
+                        meet(mb, cb, ml, cl)], np.float64)
+    if not np.all(np.isfinite(corners)) or np.abs(corners - extreme).max() > 0.1 * (
+            xs.max() - xs.min()):
+        return extreme
+    return corners
 
 
 def _band(to_frame: np.ndarray, u: np.ndarray, v0: float, v1: float, rows: int = 6):
@@ -281,9 +333,11 @@ def _refine_along(R: np.ndarray, to_frame: np.ndarray, where: str) -> np.ndarray
             off = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) != 0 else 0.0
             true.append(centre)
             seen.append((lo + i + off) * step)
-    if len(true) < 20:
-        raise no_keyboard(where)
+    if len(true) < 20:  # lines too fine to see (a small or blurred picture): the corners'
+        return to_frame  # map stands (the black keys are then found by their pattern)
     a, c = np.polyfit(true, seen, 1)
+    if np.abs(np.polyval([a, c], true) - seen).max() > 0.2 * WHITE:
+        return to_frame  # what was seen is not the lines between white keys
     return to_frame @ np.array([[a, 0, c], [0, 1, 0], [0, 0, 1]])
 
 
@@ -304,14 +358,17 @@ def _black_keys(R: np.ndarray, D: np.ndarray, to_frame: np.ndarray, where: str):
     runs = [(a, b) for a, b in _runs(dark) if (b - a) * step >= 2.0 and a > 0 and b < len(top)]
     found = np.array([[_crossing(top, a, threshold, step), _crossing(top, b, threshold, step)]
                       for a, b in runs]).reshape(-1, 2)
-    if len(found) < len(BLACK_KEYS):
-        raise no_keyboard(where)
-    # each black key: the dark run nearest the boundary it sits on (edges and dirt are not)
-    nearest = np.abs(found.mean(axis=1)[None, :] - BLACK_BOUNDARY[:, None]).argmin(axis=1)
-    spans = found[nearest]
-    if len(set(nearest.tolist())) < len(BLACK_KEYS) or \
-            np.abs(spans.mean(axis=1) - BLACK_BOUNDARY).max() > 0.4 * WHITE:
-        raise no_keyboard(where)
+    spans = None
+    if len(found) >= len(BLACK_KEYS):
+        # each black key: the dark run nearest the boundary it sits on (edges and dirt are not)
+        nearest = np.abs(found.mean(axis=1)[None, :] - BLACK_BOUNDARY[:, None]).argmin(axis=1)
+        spans = found[nearest]
+        if len(set(nearest.tolist())) < len(BLACK_KEYS) or \
+                np.abs(spans.mean(axis=1) - BLACK_BOUNDARY).max() > 0.4 * WHITE:
+            spans = None
+    if spans is None:  # keys too small or blurred for their runs to part: their pattern
+        a, c, w = _fit_black_pattern(top, step, level_black, level_white, where)
+        spans = np.stack([a * BLACK_BOUNDARY + c - w / 2, a * BLACK_BOUNDARY + c + w / 2], 1)
     vstep = 0.25
     v = np.arange(0, CANVAS_H, vstep)
     bottoms = []
@@ -325,6 +382,38 @@ def _black_keys(R: np.ndarray, D: np.ndarray, to_frame: np.ndarray, where: str):
     if not bottoms:
         raise no_keyboard(where)
     return spans, float(np.median(bottoms)), level_white, level_black
+
+
+def _fit_black_pattern(top: np.ndarray, step: float, black: float, white: float,
+                       where: str) -> tuple[float, float, float]:
+    """(a, c, width): the black keys at canvas u = a x boundary + c, from the profile `top`
+    across their band (canvas columns every `step`), for pictures too small or blurred for
+    their dark runs to part: the pattern of 36 keys of one width, stretched and shifted along
+    the keyboard, that is darkest inside nearly every key against the 3 units beside it;
+    "no 88-key keyboard" unless that contrast is clear."""
+    dark = np.clip((white - top) / max(white - black, 1e-6), 0, 1)
+    cum = np.r_[0.0, np.cumsum(dark)]
+
+    def mean(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        i = np.clip(np.rint(lo / step), 0, len(dark)).astype(np.int64)
+        j = np.clip(np.rint(hi / step), 0, len(dark)).astype(np.int64)
+        return (cum[j] - cum[i]) / np.maximum(j - i, 1)
+
+    a = np.linspace(0.98, 1.02, 17)[:, None, None]
+    c = np.arange(-5.0, 5.25, 0.25)[None, :, None]
+    centre = a * BLACK_BOUNDARY[None, None, :] + c
+    best = (-np.inf, 1.0, 0.0, 0.0)
+    for w in np.arange(5.0, 14.5, 0.5):
+        inside = mean(centre - w / 2, centre + w / 2)
+        beside = 0.5 * (mean(centre - w / 2 - 3, centre - w / 2)
+                        + mean(centre + w / 2, centre + w / 2 + 3))
+        score = np.percentile(inside - beside, 10, axis=2)
+        k = np.unravel_index(int(np.argmax(score)), score.shape)
+        if score[k] > best[0]:
+            best = (float(score[k]), float(a[k[0], 0, 0]), float(c[0, k[1], 0]), float(w))
+    if best[0] < 0.2:
+        raise no_keyboard(where)
+    return best[1:]
 
 
 def _key_taps(shape, to_frame, spans, bottom):
