@@ -106,7 +106,8 @@ def test_info_table_shows_the_rate_and_refuses_a_bad_one(capsys):
     assert main(["info", "--preset", "tiny"]) == 0
     assert "MMAC/s" in capsys.readouterr().out
     assert main(["info", "--preset", "tiny", "--sample-rate", "0"]) == 2
-    assert "--sample-rate must be positive" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--sample-rate" in err and "must be" in err
 
 
 # --- 16 kHz end to end ----------------------------------------------------------------------

@@ -318,7 +318,8 @@ def write_midi(notes: Notes, path: str | os.PathLike, sample_rate: int | None = 
 
     from deepsynth.atomic import atomic_write_bytes
 
-    resolution = 220 if sample_rate is None else int(sample_rate) // 2
+    # one tick per sample where MIDI allows it (above 65 kHz: the finest resolution there is)
+    resolution = 220 if sample_rate is None else min(int(sample_rate) // 2, 32767)
     if not 1 <= resolution <= 32767:
         raise DeepSynthError(f"sample rate {sample_rate} cannot be a MIDI resolution")
     pm = pretty_midi.PrettyMIDI(resolution=resolution, initial_tempo=120.0)

@@ -281,8 +281,6 @@ class Run:
         if cuda:
             torch.backends.cudnn.benchmark = True  # fixed sequence length: pick the fastest convs
         ckpt = checkpoint_to_resume(out, options.resume)
-        if ckpt is not None:
-            check_same_store(ckpt, data)
         init = initial_weights(init_from) if init_from is not None and ckpt is None else None
         if preset is None and init is not None:
             preset = init.preset
@@ -292,6 +290,8 @@ class Run:
         if cfg.precision == "bf16" and not cuda:
             raise DeepSynthError("bf16 precision needs a CUDA device (use --precision fp32 on CPU)")
         model_cfg = model_config(preset_name, found, cfg, store_audio(data), data, ckpt)
+        if ckpt is not None:  # after the rate check: another rate is named as such
+            check_same_store(ckpt, data)
         if init is not None:
             check_initial_weights(init, preset_name, model_cfg, data)
         return cls(env, data, out, options, preset_name, cfg, model_cfg, ckpt, started, init)
