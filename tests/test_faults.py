@@ -660,3 +660,19 @@ def test_export_refuses_a_store_of_another_rate(store, tmp_path, capsys):
     outcome = run_cli(["export", str(SHIPPED), "-o", str(tmp_path / "x.pt"), "--data",
                        str(store)], [tmp_path], capsys)
     assert outcome.code == 0, outcome.err
+
+
+@pytest.mark.slow
+def test_simulator_memory_is_bounded_by_a_block(tmp_path):
+    """An hour of silence between two notes: before, the simulator held the piece at 44.1 kHz
+    (a 2-hour one peaked at 5.0 GB); now its peak is the 4 kHz audio plus a block."""
+    midi = tmp_path / "quiet.mid"
+    midi.write_bytes(UNUSUAL_MIDI["hour_of_silence"])
+    code = ("import resource, sys; from deepsynth.cli import main; "
+            f"rc = main(['simulate', {str(midi)!r}, '-o', {str(tmp_path / 'o')!r}, '-q']); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr
+    peak_mb = int(r.stdout.split()[-1]) / 1024
+    assert peak_mb < 600, peak_mb  # 1 h at 44.1 kHz, whole: > 2.5 GB
