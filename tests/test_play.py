@@ -376,3 +376,25 @@ def test_torch_threads_restored(synth):
     with LiveGenerator(synth.model, 0.8, 0, block=4):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_real_time_session_with_a_valid_wav(song, tmp_path):
+    """In real time, in a process of its own: SIGTERM keeps what was played, a valid wav."""
+    import signal
+    import subprocess
+    import time
+
+    wav = tmp_path / "live.wav"
+    proc = subprocess.Popen([sys.executable, "-m", "deepsynth", "play", "--midi-file", str(song),
+                             "--null", "-o", str(wav), "-q"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(tmp_path.glob(".live.wav*")):
+        time.sleep(0.2)  # the temporary appears when the session starts
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, 143), err
+    with wave.open(str(wav)) as w:
+        assert w.getnframes() > SR and w.getframerate() == SR
+    assert not list(tmp_path.glob(".live.wav*"))

@@ -142,7 +142,12 @@ def audio_devices() -> list[dict]:
 class StreamingResampler:
     """Rational-rate resampling block by block: the polyphase form of
     scipy.signal.upfirdn(h, x, up, down) with a Kaiser-windowed low-pass h, fed the signal in
-    pieces of any size (the output equals that of the whole signal, up to float rounding)."""
+    pieces of any size (the output equals that of the whole signal, up to float rounding).
+
+    Causal, for a live stream: every output sample is emitted as soon as its last input
+    arrives, the filter's delay (`delay`, about 2 ms at 48 kHz) is the only latency it adds.
+    The simulator's resampler (deepsynth.sim.synth.StreamingResampler) is the other kind:
+    centred like resample_poly, bit-identical to it, emitting in large pieces, for files."""
 
     def __init__(self, rate_in: int, rate_out: int, taps_per_phase: int = 16) -> None:
         from scipy.signal import firwin

@@ -78,12 +78,12 @@ class LiveGenerator:
         background: bool = False,
         layout: KeyboardLayout | None = None,
     ) -> None:
-        if block < 1 or horizon < block:
-            raise ValueError(f"need block >= 1 and horizon >= block, got {block}, {horizon}")
+        if block < 1 or horizon < 1:
+            raise ValueError(f"need block >= 1 and horizon >= 1, got {block}, {horizon}")
         self.model = model = inference_model(model)
         self.temperature = float(temperature)
         self.block = int(block)
-        self.horizon = int(horizon)
+        self.horizon = max(int(horizon), self.block)  # at least a block per call
         self.lookahead = model.lookahead
         self.sample_rate = model.cfg.audio.sample_rate
         if layout is None:
