@@ -398,3 +398,17 @@ def test_sigterm_ends_a_real_time_session_with_a_valid_wav(song, tmp_path):
     with wave.open(str(wav)) as w:
         assert w.getnframes() > SR and w.getframerate() == SR
     assert not list(tmp_path.glob(".live.wav*"))
+
+
+def test_api_stream_equals_synthesize(synth, piece):
+    """Synth.stream(): the live generator from Python, block by block by hand."""
+    starts, states, n = piece
+    want = synth.synthesize((states[1:], starts[1:] / SR), duration=n / SR, seed=6)
+    changes = list(zip(starts[1:], states[1:], strict=True))
+    blocks = []
+    with synth.stream(seed=6, block=50) as gen:
+        while gen.t < n:
+            while changes and changes[0][0] < gen.needed():
+                gen.add_change(*changes.pop(0))
+            blocks.append(gen.next_block(min(gen.block, n - gen.t)))
+    assert np.array_equal(np.concatenate(blocks), want)

@@ -30,6 +30,7 @@ from deepsynth.errors import DeepSynthError
 
 if TYPE_CHECKING:
     from deepsynth.generate.generator import Window
+    from deepsynth.generate.live import LiveGenerator
     from deepsynth.generate.sources import VideoSource
     from deepsynth.layout import KeyboardLayout
     from deepsynth.model.deepsynth import DeepSynth
@@ -309,6 +310,26 @@ class Synth:
 
         return generate(self.model, [src], [win], temperature, seed, on_chunk=on_chunk,
                         device=self.device)[0]
+
+    def stream(
+        self,
+        temperature: float | None = None,
+        seed: int = 0,
+        block: int | None = None,
+        background: bool = False,
+    ) -> LiveGenerator:
+        """A live generator (`deepsynth play`'s): give it the key states as they happen with
+        `add_change(sample, states (88,) bool)` and take the audio with `next_block()` (int16,
+        `block` samples; the changes before `needed()` must be known first). For the same key
+        changes and seed its audio is what `synthesize((states, times))` makes, sample for
+        sample. `background`: compute the conditioning in a thread of its own. Close it (or
+        use it in a `with` block) to stop that thread and give torch its threads back."""
+        from deepsynth.generate.live import DEFAULT_BLOCK, LiveGenerator
+
+        temperature = self.temperature if temperature is None else temperature
+        temperature = recommended_temperature(temperature, {})
+        return LiveGenerator(self.model, temperature, seed, block=block or DEFAULT_BLOCK,
+                             background=background, layout=self._layout())
 
     def write_video(
         self,
