@@ -102,7 +102,12 @@ def cmd_play(args) -> int:
 
     from deepsynth.api import open_input
     from deepsynth.cli.generate import load_model, sampling_temperature
-    from deepsynth.generate import live
+    from deepsynth.generate import devices, live
+
+    if not args.null:  # a missing extra or library: say so before the model loads
+        devices.require_sound()
+    if args.midi_file is None:
+        devices.require_midi()
 
     model, payload, ckpt = load_model(args.checkpoint)
     temperature = sampling_temperature(args.temperature, payload)
@@ -119,9 +124,7 @@ def cmd_play(args) -> int:
         source = live.ChangesInput(ch.starts, ch.states, n)
         what = f"{args.midi_file} ({n / sr:.1f} s)"
     else:
-        from deepsynth.generate.devices import PortInput
-
-        source = PortInput(args.port, duration)
+        source = devices.PortInput(args.port, duration)
         what = f"MIDI port {source.name!r}"
 
     sinks, card = [], None
@@ -145,9 +148,7 @@ def cmd_play(args) -> int:
             stack.callback(gen.close)
             stack.callback(source.close)
             if not args.null:
-                from deepsynth.generate.devices import CardSink
-
-                card = CardSink(sr, args.device)
+                card = devices.CardSink(sr, args.device)
                 stack.callback(card.close)
                 sinks.append(card)
             if wav_path is not None:

@@ -51,6 +51,16 @@ def _rtmidi():
     return rtmidi
 
 
+def require_midi() -> None:
+    """DeepSynthError unless python-rtmidi can be imported."""
+    _rtmidi()
+
+
+def require_sound() -> None:
+    """DeepSynthError unless sounddevice and its PortAudio library can be loaded."""
+    _sounddevice()
+
+
 def _midi_in():
     rtmidi = _rtmidi()
     try:
