@@ -75,7 +75,7 @@ def test_sweep_bad_input(store, tmp_path, capsys):
     assert "unknown preset 'nope'" in capsys.readouterr().err
     assert main(["sweep", "table1", "--data", str(store), "--budget-minutes", "1",
                  "--val-segments", "0", "-o", out, "--device", "cpu"]) == 2
-    assert "val_segments must be positive" in capsys.readouterr().err
+    assert "--val-segments: val segments must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
 
 

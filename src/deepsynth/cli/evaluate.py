@@ -5,6 +5,7 @@ evaluated checkpoints by budget and quality)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from deepsynth.errors import DeepSynthError
 
@@ -89,7 +90,7 @@ def cmd_sweep(args) -> int:
     from deepsynth.cli.common import output_dir
     from deepsynth.evaluate.sweep import record_command, run_sweep, tabulate, tabulate_only
 
-    out = output_dir(args.output)
+    out = Path(args.output) if args.tabulate else output_dir(args.output)  # tabulate: as it is
     if args.tabulate:
         result = tabulate_only(out)
     else:
