@@ -103,13 +103,15 @@ def _sample_softmax(logits: np.ndarray, uniforms: np.ndarray, inv_temp: float) -
     if inv_temp <= 0.0:
         return best
     top = logits[best]
+    weights = np.empty(K)  # each class's exp once (the same numbers, summed in the same order)
     total = 0.0
     for o in range(K):
-        total += np.exp((logits[o] - top) * inv_temp)
+        weights[o] = np.exp((logits[o] - top) * inv_temp)
+        total += weights[o]
     target = uniforms[0] * total
     acc = 0.0
     for o in range(K):
-        acc += np.exp((logits[o] - top) * inv_temp)
+        acc += weights[o]
         if acc > target:
             return o
     return K - 1
