@@ -141,3 +141,21 @@ def test_the_checkpoint_recommends_a_temperature_and_the_user_overrides_it(tmp_p
     assert not np.array_equal(cool, read_wav(tmp_path / "hot.wav")[0])
     bad = run("export", ckpt, "-o", tmp_path / "bad.pt", "--temperature", "-1")
     assert bad.returncode == 2 and not (tmp_path / "bad.pt").exists()
+
+
+def test_the_checkpoint_recommends_a_floor_and_the_user_overrides_it(tmp_path, ckpt, song):
+    r = run("export", ckpt, "-o", tmp_path / "clean.pt", "--floor", "0.01")
+    assert r.returncode == 0, r.stderr
+    for name, extra in [("clean.wav", []), ("same.wav", ["--floor", "0.01"]),
+                        ("plain.wav", ["--floor", "0"])]:
+        r = run("synthesize", song, "-o", tmp_path / name, "--checkpoint",
+                tmp_path / "clean.pt", *extra)
+        assert r.returncode == 0, r.stderr
+    clean, _ = read_wav(tmp_path / "clean.wav")
+    assert np.array_equal(clean, read_wav(tmp_path / "same.wav")[0])
+    assert not np.array_equal(clean, read_wav(tmp_path / "plain.wav")[0])
+    for bad in ("0.2", "nan", "-0.01"):
+        r = run("synthesize", song, "-o", tmp_path / "bad.wav", "--checkpoint", ckpt,
+                "--floor", bad)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (tmp_path / "bad.wav").exists()

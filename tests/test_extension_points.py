@@ -32,9 +32,10 @@ LEVELS = 64
 HALF = (LEVELS - 1) / 2
 
 
-def _sample_logistic(params: np.ndarray, uniforms: np.ndarray, inv_temp: float) -> int:
+def _sample_logistic(params: np.ndarray, uniforms: np.ndarray, inv_temp: float,
+                     floor: float) -> int:
     """Inverse CDF of the logistic (mean and scale from params, in level units); the
-    temperature scales the spread; inv_temp <= 0: the mean, rounded."""
+    temperature scales the spread; inv_temp <= 0: the mean, rounded (no floor rule)."""
     mean = HALF * (1.0 + params[0])
     x = mean
     if inv_temp > 0.0:
@@ -71,7 +72,7 @@ class ToyLogistic(OutputDistribution):
     def most_likely(self, params):
         return torch.floor(HALF * (1 + params[:, 0]) + 0.5).clamp(0, LEVELS - 1).long()
 
-    def sample(self, params, uniforms, inv_temp):
+    def sample(self, params, uniforms, inv_temp, floor):
         mean = HALF * (1 + params[:, 0])
         u = uniforms[:, 0].clamp(1e-6, 1 - 1e-6)
         spread = (params[:, 1].exp() + 0.5) / torch.where(inv_temp > 0, inv_temp, 1.0)

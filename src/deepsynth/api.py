@@ -74,6 +74,21 @@ def recommended_temperature(requested: float | None, payload: dict[str, Any]) ->
     return requested
 
 
+def recommended_floor(requested: float | None, payload: dict[str, Any]) -> float:
+    """The sampling floor asked for, else the one recorded in the checkpoint at export, else 0
+    (plain sampling)."""
+    from deepsynth.generate.generator import check_floor
+
+    if requested is None:
+        try:
+            requested = float((payload.get("extra") or {}).get("floor", 0.0))
+        except (TypeError, ValueError):
+            requested = 0.0
+        if not 0 <= requested <= 0.1:  # a checkpoint's bad record is not used
+            requested = 0.0
+    return check_floor(requested)
+
+
 def source_window(source: VideoSource, start: float = 0.0, duration: float | None = None) -> Window:
     """The samples of `source` from `start` seconds, `duration` seconds long (None: to its end;
     cut at its end)."""
@@ -226,9 +241,11 @@ class Synth:
         temperature: float = 1.0,
         device: str = "cpu",
         checkpoint: Path | None = None,
+        floor: float = 0.0,
     ) -> None:
         self.model = model
         self.temperature = recommended_temperature(temperature, {})
+        self.floor = recommended_floor(floor, {})
         self.device = device
         self.checkpoint = checkpoint
 
@@ -239,7 +256,8 @@ class Synth:
 
     def __repr__(self) -> str:
         where = self.checkpoint.name if self.checkpoint else "a model in memory"
-        return f"Synth({where}, {self.sample_rate} Hz, temperature {self.temperature})"
+        return (f"Synth({where}, {self.sample_rate} Hz, temperature {self.temperature}, "
+                f"floor {self.floor})")
 
     def source(self, source: Source | VideoSource, n_samples: int | None = None) -> VideoSource:
         """What `synthesize` conditions on, from any input it takes (a source it made before
@@ -284,17 +302,21 @@ class Synth:
         temperature: float | None = None,
         seed: int = 0,
         progress: Callable[[int, int], None] | None = None,
+        floor: float | None = None,
     ) -> np.ndarray:
         """Generate the audio (n,) int16 at `sample_rate` of `source` from `start` seconds,
         `duration` seconds long (None: to its end). `source`: a video or MIDI path; a tuple
         (key states (N, 88) bool, times (N,) s) or (frames (N, H, W) uint8, times (N,) s);
         or what `deepsynth.simulate` returned. `temperature` None: the model's recommended
-        one; 0 picks the most likely sample. The same seed and input give the same audio.
+        one; 0 picks the most likely sample. `floor` None: the model's recommended probability
+        floor (drawn classes less likely than it are dropped; 0: plain sampling). The same
+        seed and input give the same audio.
         `progress(done, total)` is called with the samples generated so far, chunk by chunk."""
         from deepsynth.generate.generator import generate
 
         temperature = self.temperature if temperature is None else temperature
         temperature = recommended_temperature(temperature, {})
+        floor = recommended_floor(self.floor if floor is None else floor, {})
         n = None
         if duration is not None and isinstance(source, tuple | Simulated):
             n = int(round((start + duration) * self.sample_rate))
@@ -309,7 +331,7 @@ class Synth:
                 progress(done[0], win.length)
 
         return generate(self.model, [src], [win], temperature, seed, on_chunk=on_chunk,
-                        device=self.device)[0]
+                        device=self.device, floor=floor)[0]
 
     def stream(
         self,
@@ -329,7 +351,7 @@ class Synth:
         temperature = self.temperature if temperature is None else temperature
         temperature = recommended_temperature(temperature, {})
         return LiveGenerator(self.model, temperature, seed, block=block or DEFAULT_BLOCK,
-                             background=background, layout=self._layout())
+                             background=background, layout=self._layout(), floor=self.floor)
 
     def write_video(
         self,
@@ -366,7 +388,8 @@ class Synth:
 def load(checkpoint: PathLike | None = None, device: str = "cpu") -> Synth:
     """A `Synth` for a checkpoint: the model shipped with DeepSynth by default, else a
     checkpoint file or a training run's folder (its best.pt). `device`: "cpu", or "cuda" to
-    run the decoder in a CUDA graph. Its temperature is the one the checkpoint recommends."""
+    run the decoder in a CUDA graph. Its temperature and sampling floor are the ones the
+    checkpoint recommends."""
     from deepsynth.checkpoint import load_checkpoint
 
     if device not in ("cpu", "cuda"):
@@ -378,4 +401,5 @@ def load(checkpoint: PathLike | None = None, device: str = "cpu") -> Synth:
             raise DeepSynthError("device 'cuda': no CUDA device is available here")
     path = checkpoint_path(checkpoint)
     model, payload = load_checkpoint(path)
-    return Synth(model, recommended_temperature(None, payload), device, path)
+    return Synth(model, recommended_temperature(None, payload), device, path,
+                 recommended_floor(None, payload))

@@ -12,7 +12,13 @@ import sys
 import time
 
 from deepsynth.cli.common import output_dir, output_targets, warn
-from deepsynth.cli.generate import default_checkpoint, load_model, sampling_temperature
+from deepsynth.cli.generate import (
+    FLOOR_HELP,
+    default_checkpoint,
+    load_model,
+    sampling_floor,
+    sampling_temperature,
+)
 
 DEMO_FILES = ("demo.mid", "ground_truth.wav", "ground_truth.mp4", "generated.wav", "demo.mp4",
               "comparison.png", "demo.json")
@@ -35,6 +41,7 @@ def cmd_demo(args) -> int:
     if args.checkpoint is not None or default_checkpoint().exists():
         model, payload, ckpt = load_model(args.checkpoint)
         args.temperature = sampling_temperature(args.temperature, payload)
+        args.floor = sampling_floor(args.floor, payload)
     midi = out / "demo.mid"
     write_demo_midi(midi)
     # the piece is simulated at the model's audio representation (its sample rate)
@@ -64,7 +71,8 @@ def cmd_demo(args) -> int:
                desc="generating the sound from the video")
     began = time.perf_counter()
     generated = generate(model, [source], temperature=args.temperature, seed=args.seed,
-                         on_chunk=lambda pieces: bar.update(len(pieces[0])))[0]
+                         on_chunk=lambda pieces: bar.update(len(pieces[0])),
+                         floor=args.floor)[0]
     seconds = time.perf_counter() - began
     bar.close()
     write_wav(out / "generated.wav", generated, sr)
@@ -80,6 +88,7 @@ def cmd_demo(args) -> int:
         "generation_seconds": round(seconds, 2),
         "x_real_time": round(speed, 2),
         "temperature": args.temperature,
+        "floor": args.floor,
         "seed": args.seed,
     }
     print(f"  video + GENERATED    {out / 'demo.mp4'}")
@@ -116,5 +125,6 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature (default: the one the checkpoint recommends, "
                         "else 1)")
+    p.add_argument("--floor", type=float, default=None, help=FLOOR_HELP)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_demo)

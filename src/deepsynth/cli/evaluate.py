@@ -26,7 +26,7 @@ def cmd_evaluate(args) -> int:
     report = evaluate(
         args.checkpoint, args.data, out, split=args.split, segments=args.segments,
         excerpts=args.excerpts, seconds=args.seconds, temperature=args.temperature,
-        seed=args.seed, batch_size=args.batch_size, device=_device(args.device),
+        floor=args.floor, seed=args.seed, batch_size=args.batch_size, device=_device(args.device),
         transcribe=not args.no_transcribe, soundfont=args.soundfont, log=_say(args.quiet),
     )
     if not args.quiet:
@@ -164,6 +164,8 @@ def register(sub) -> None:
                    help="length of each excerpt (default 10)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="sampling temperature for generation (default 1)")
+    p.add_argument("--floor", type=float, default=0.0,
+                   help="sampling floor for generation (default 0: plain sampling)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the segment and excerpt choice and of sampling (default 0)")
     p.add_argument("--batch-size", type=int, default=3, metavar="B",

@@ -37,6 +37,18 @@ def sampling_temperature(requested: float | None, payload: dict) -> float:
     return recommended_temperature(requested, payload)
 
 
+def sampling_floor(requested: float | None, payload: dict) -> float:
+    """The sampling floor asked for, else the one recorded in the checkpoint at export, else 0."""
+    from deepsynth.api import recommended_floor
+
+    return recommended_floor(requested, payload)
+
+
+FLOOR_HELP = ("sampling floor: subtracted from every class's probability before drawing, "
+              "so classes rarer than it (the noise) are never drawn; 0: plain sampling "
+              "(default: the one the checkpoint recommends, else 0)")
+
+
 def _check_output(args) -> None:
     """Several inputs need a directory: refuse a file name before any work is done."""
     n = len(args.inputs)
@@ -75,6 +87,7 @@ def cmd_synthesize(args) -> int:
             raise DeepSynthError("--device cuda: no CUDA device is available here")
     model, payload, ckpt = load_model(args.checkpoint)
     args.temperature = sampling_temperature(args.temperature, payload)
+    args.floor = sampling_floor(args.floor, payload)
     sr = model.cfg.audio.sample_rate
     sources = [open_input(p, sr) for p in args.inputs]
     for src in sources:
@@ -109,7 +122,7 @@ def cmd_synthesize(args) -> int:
 
         try:
             audio = generate(model, sources, windows, args.temperature, args.seed,
-                             on_chunk=on_chunk, device=args.device)
+                             on_chunk=on_chunk, device=args.device, floor=args.floor)
         except KeyboardInterrupt:
             bar.close()
             kept = [str(t) for t, w in zip(targets, wavs, strict=True)
@@ -130,7 +143,8 @@ def cmd_synthesize(args) -> int:
         samples = sum(w.length for w in windows)
         print(
             f"{samples / seconds:,.0f} samples/s = {samples / seconds / sr:.1f}x real time "
-            f"({ckpt.name}, temperature {args.temperature}, seed {args.seed})"
+            f"({ckpt.name}, temperature {args.temperature}, floor {args.floor:g}, "
+            f"seed {args.seed})"
         )
     return 0
 
@@ -171,6 +185,7 @@ def register(sub) -> None:
         help="sampling temperature; 0 picks the most likely sample (default: the one the "
         "checkpoint recommends, else 1)",
     )
+    p.add_argument("--floor", type=float, default=None, help=FLOOR_HELP)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
         "--device", choices=("cpu", "cuda"), default="cpu", help="where to generate (default cpu)"

@@ -52,6 +52,10 @@ def cmd_export(args) -> int:
         if args.temperature < 0:
             raise DeepSynthError(f"--temperature must be >= 0, got {args.temperature}")
         more["temperature"] = args.temperature
+    if args.floor is not None:
+        from deepsynth.generate.generator import check_floor
+
+        more["floor"] = check_floor(args.floor)
     record = export_checkpoint(args.checkpoint, out, half=not args.fp32, extra=more)
     size = out.stat().st_size / 2**20
     val = record.get("val_ce")
@@ -78,6 +82,8 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, metavar="T",
                    help="the sampling temperature `synthesize` and `demo` use with this "
                         "checkpoint unless told otherwise (measure it with `evaluate`)")
+    p.add_argument("--floor", type=float, metavar="P",
+                   help="the sampling floor they use with it unless told otherwise (0..0.1)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

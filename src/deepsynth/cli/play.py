@@ -101,7 +101,7 @@ def cmd_play(args) -> int:
             numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
 
     from deepsynth.api import open_input
-    from deepsynth.cli.generate import load_model, sampling_temperature
+    from deepsynth.cli.generate import load_model, sampling_floor, sampling_temperature
     from deepsynth.generate import devices, live
 
     if not args.null:  # a missing extra or library: say so before the model loads
@@ -111,6 +111,7 @@ def cmd_play(args) -> int:
 
     model, payload, ckpt = load_model(args.checkpoint)
     temperature = sampling_temperature(args.temperature, payload)
+    floor = sampling_floor(args.floor, payload)
     if not 0 <= args.seed < 2**32:
         raise DeepSynthError(f"seed must be from 0 to {2**32 - 1}, got {args.seed}")
     sr = model.cfg.audio.sample_rate
@@ -137,7 +138,7 @@ def cmd_play(args) -> int:
 
     gen = live.LiveGenerator(model, temperature, args.seed, block=args.block,
                              horizon=max(args.horizon, args.block),
-                             background=not args.no_background)
+                             background=not args.no_background, floor=floor)
     gen.warm_up()  # the kernel loads (from numba's cache) before the clock starts
     stack = contextlib.ExitStack()
     report = None
@@ -176,6 +177,7 @@ def cmd_play(args) -> int:
     seconds = time.perf_counter() - began
     report = {
         "checkpoint": str(ckpt), "input": what, "seed": args.seed, "temperature": temperature,
+        "floor": floor,
         "clock": args.clock, "generated_seconds": round(gen.t / sr, 4),
         "wall_seconds": round(seconds, 3), "lookahead_samples": gen.lookahead,
         "lookahead_ms": round(gen.lookahead / sr * 1000, 4), "horizon": gen.horizon,
@@ -237,6 +239,8 @@ def register(sub) -> None:
                    help="trained model (default: the checkpoint shipped with DeepSynth)")
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature (default: the checkpoint's recommended one)")
+    p.add_argument("--floor", type=float, default=None,
+                   help="sampling floor (default: the checkpoint's recommended one, else 0)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--block", type=int, default=DEFAULT_BLOCK, metavar="N",
                    help=f"samples generated at a time (default {DEFAULT_BLOCK}): the latency is "

@@ -84,6 +84,7 @@ def quality_row(folder: str | os.PathLike, label: str | None = None) -> dict:
         "split": report["data"]["split"],
         "test_ce": tf.get("ce_nats"),
         "temperature": report["settings"]["temperature"],
+        "floor": report["settings"].get("floor", 0.0),
         "excerpts": report["settings"]["excerpts"],
         "log_mel_db": (dist.get("generated") or {}).get("log_mel_db"),
         "noise_floor_generated": (report.get("noise_floor_db") or {}).get("generated"),

@@ -114,6 +114,7 @@ def evaluate(
     checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *,
     split: str = "test", segments: int = 100, excerpts: int = 4, seconds: float = 10.0,
     temperature: float = 1.0, seed: int = 0, batch_size: int = 3, device: str = "cpu",
+    floor: float = 0.0,
     transcribe: bool = True, soundfont: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -134,6 +135,8 @@ def evaluate(
         raise DeepSynthError(f"--seconds must be positive, got {seconds}")
     if temperature < 0:
         raise DeepSynthError(f"--temperature must be >= 0, got {temperature}")
+    if not 0 <= floor <= 0.1:
+        raise DeepSynthError(f"--floor must be from 0 to 0.1, got {floor}")
     if batch_size < 1:
         raise DeepSynthError(f"--batch-size must be >= 1, got {batch_size}")
     ckpt = Path(checkpoint)
@@ -161,7 +164,8 @@ def evaluate(
                  "songs": sum(s["split"] == split for s in manifest["songs"]),
                  "sample_rate": manifest["sample_rate"]},
         "settings": {"segments": segments, "excerpts": excerpts, "seconds": seconds,
-                     "temperature": temperature, "seed": seed, "batch_size": batch_size,
+                     "temperature": temperature, "floor": floor, "seed": seed,
+                     "batch_size": batch_size,
                      "device": device},
         "transcriber": {"available": judge is None, "name": "basic-pitch 0.4.0 (ONNX)",
                         "reason": judge},
@@ -181,7 +185,7 @@ def evaluate(
     report["excerpts"] = []
     if chosen:
         report["reference_soundfont"] = {"path": str(sf_path), "note": sf_note}
-        report["excerpts"] = _excerpts(model, data, out, chosen, temperature, seed,
+        report["excerpts"] = _excerpts(model, data, out, chosen, (temperature, floor), seed,
                                        judge is None, sf_path, report, log)
     rows = report["excerpts"]
     report["distances"] = mean_distances([r["distances"] for r in rows])
@@ -196,7 +200,7 @@ def evaluate(
     return report
 
 
-def _excerpts(model, data, out: Path, chosen, temperature, seed, judged: bool, sf_path,
+def _excerpts(model, data, out: Path, chosen, sampling, seed, judged: bool, sf_path,
               report: dict, log) -> list[dict]:
     from deepsynth.audio import write_wav
     from deepsynth.evaluate import plots
@@ -214,7 +218,8 @@ def _excerpts(model, data, out: Path, chosen, temperature, seed, judged: bool, s
     windows = [Window(ex.start - ex.context_start, ex.length) for ex in chosen]
     _log(log, f"generating {len(chosen)} excerpts x {chosen[0].seconds:g} s (batched) ..")
     t0 = time.perf_counter()
-    audio = generate(model, sources, windows, temperature, seed)
+    temperature, floor = sampling
+    audio = generate(model, sources, windows, temperature, seed, floor=floor)
     gen_s = time.perf_counter() - t0
     report["generation"] = {"seconds": gen_s, "samples": int(sum(w.length for w in windows)),
                             "samples_per_s": sum(w.length for w in windows) / max(gen_s, 1e-9),
@@ -325,7 +330,7 @@ def render_markdown(r: dict) -> str:
            f"- data: `{d['store']}`, {d['split']} split ({d['songs']} songs, "
            f"{d['sample_rate']} Hz)",
            f"- settings: {s['segments']} segments, {s['excerpts']} excerpts of {s['seconds']:g} s,"
-           f" temperature {s['temperature']:g}, seed {s['seed']}",
+           f" temperature {s['temperature']:g}, floor {s.get('floor', 0):g}, seed {s['seed']}",
            f"- written {r['created']} in {r.get('seconds_taken', 0):.0f} s", ""]
     tr = r["transcriber"]
     if not tr["available"]:

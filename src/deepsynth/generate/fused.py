@@ -140,7 +140,7 @@ _gate = njit(inline="always")(_gate_py)
 
 def _run_one_py(
     p_embed, conv_wt, conv_b, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil, off, kernel,
-    cache, t0, cond, prev, forced, uniforms, inv_temp, classes, logits_out, keep_logits,
+    cache, t0, cond, prev, forced, uniforms, inv_temp, floor, classes, logits_out, keep_logits,
 ):
     """Samples t0 .. t0 + T - 1 of one sequence. Weights transposed (input, output) so each
     input's products with all outputs are one vectorized loop. cache (cache_len, R) ring
@@ -217,7 +217,8 @@ def _run_one_py(
         if keep_logits:
             for o in range(K):
                 logits_out[tt, o] = logits[o]
-        nxt = forced[tt] if forced.shape[0] > 0 else _sample(logits, uniforms[tt], inv_temp)
+        nxt = forced[tt] if forced.shape[0] > 0 else _sample(logits, uniforms[tt], inv_temp,
+                                                                     floor)
         classes[tt] = nxt
         prev = nxt
     return prev
@@ -225,7 +226,8 @@ def _run_one_py(
 
 def _run_batch_py(
     p_embed, conv_wt, conv_b, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil, off, kernel,
-    caches, t0, cond, prev, forced, uniforms, inv_temp, classes, logits_out, keep_logits,
+    caches, t0, cond, prev, forced, uniforms, inv_temp, floor, classes, logits_out,
+    keep_logits,
 ):
     """`_run_one` for every sequence of the batch, the sequences spread over the CPU cores.
     caches (B, cache_len, R); cond (B, T, L, 2R) or (B, 0, 0, 0); forced (B, T) or (B, 0).
@@ -233,7 +235,7 @@ def _run_batch_py(
     for b in prange(caches.shape[0]):
         prev[b] = _run_one(p_embed, conv_wt, conv_b, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil,
                            off, kernel, caches[b], t0, cond[b], prev[b], forced[b], uniforms[b],
-                           inv_temp, classes[b], logits_out[b], keep_logits)
+                           inv_temp, floor, classes[b], logits_out[b], keep_logits)
 
 
 # the default distribution's kernels, compiled once and cached on disk; no fastmath: the
@@ -284,9 +286,10 @@ class FusedDecoderState:
         temperature: float = 1.0,
         forced: np.ndarray | None = None,  # (B, T) int64
         keep_logits: bool = False,
+        floor: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Generate (or, with `forced`, score) the next `n` samples -> (classes (B, n), the
-        head's outputs (B, n, K) if keep_logits)."""
+        head's outputs (B, n, K) if keep_logits); `floor`: the sampler's probability floor."""
         p, B = self.p, self.cache.shape[0]
         K = p.head2_w.shape[0]
         classes = np.empty((B, n), np.int64)
@@ -301,10 +304,11 @@ class FusedDecoderState:
         uniforms = np.ascontiguousarray(uniforms, np.float64)
         if B == 1:  # no thread pool for a single sequence
             self.prev[0] = self._one(*self._weights, self.cache[0], self.t, cond[0],
-                                     self.prev[0], forced[0], uniforms[0], inv_temp, classes[0],
+                                     self.prev[0], forced[0], uniforms[0], inv_temp,
+                                     float(floor), classes[0],
                                      logits[0], keep_logits)
         else:
             self._batch(*self._weights, self.cache, self.t, cond, self.prev, forced, uniforms,
-                        inv_temp, classes, logits, keep_logits)
+                        inv_temp, float(floor), classes, logits, keep_logits)
         self.t += n
         return classes, (logits if keep_logits else None)

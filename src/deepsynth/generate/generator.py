@@ -160,8 +160,10 @@ def generate(
     chunk: int | None = None,
     on_chunk: Callable[[list[np.ndarray]], None] | None = None,
     device: str = "cpu",
+    floor: float = 0.0,
 ) -> list[np.ndarray]:
-    """Generate int16 audio for each source (as one batch). `on_chunk` receives each new chunk
+    """Generate int16 audio for each source (as one batch). `floor`: the sampler's probability
+    floor (see the output distribution; 0: plain sampling). `on_chunk` receives each new chunk
     (one int16 array per source, already cut to its window) as soon as it is generated.
     `seed`: one for every input, or one per input; an input's audio depends only on its own
     seed and content, not on the batch. `model` is left as it was (see `inference_model`).
@@ -173,18 +175,27 @@ def generate(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _generate(model, sources, windows, temperature, seed, chunk, on_chunk, device)
+        return _generate(model, sources, windows, temperature, seed, chunk, on_chunk, device,
+                         floor)
     finally:
         torch.set_num_threads(threads)
 
 
-def _generate(model, sources, windows, temperature, seed, chunk, on_chunk, device):
+def check_floor(floor: float) -> float:
+    """A sampling floor is a probability below one class's share: from 0 up to 0.1."""
+    if not 0 <= floor <= 0.1:  # NaN too
+        raise DeepSynthError(f"floor must be a number from 0 to 0.1, got {floor}")
+    return float(floor)
+
+
+def _generate(model, sources, windows, temperature, seed, chunk, on_chunk, device, floor):
     model = inference_model(model)
     seeds = [seed] * len(sources) if isinstance(seed, int | np.integer) else list(seed)
     if len(seeds) != len(sources):
         raise ValueError(f"{len(seeds)} seeds for {len(sources)} sources")
     if not 0 <= temperature <= 100:  # NaN too: it would sample a constant full-scale signal
         raise DeepSynthError(f"temperature must be a number from 0 to 100, got {temperature}")
+    check_floor(floor)
     for s in seeds:
         if not 0 <= int(s) < 2**32:
             raise DeepSynthError(f"seed must be from 0 to {2**32 - 1}, got {s}")
@@ -199,7 +210,7 @@ def _generate(model, sources, windows, temperature, seed, chunk, on_chunk, devic
         n = min(step, total - t)
         cond = conditioner.chunk(sources, [w.start + t for w in windows], n)
         uniforms = np.stack([r.random((n, model.output.n_uniforms)) for r in rngs])
-        classes, _ = state.run(cond, n, uniforms, temperature)
+        classes, _ = state.run(cond, n, uniforms, temperature, floor=floor)
         pieces = []
         for b, w in enumerate(windows):
             keep = max(0, min(n, w.length - t))

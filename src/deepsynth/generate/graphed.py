@@ -46,6 +46,7 @@ class GraphedDecoderState:
         self.forced = torch.zeros(batch, chunk, dtype=torch.long, device=dev)
         self.use_forced = torch.zeros((), dtype=torch.bool, device=dev)
         self.inv_temp = torch.ones((), device=dev)
+        self.floor = torch.zeros((), device=dev)
         self.rows = torch.arange(batch, device=dev)
         self.out_classes = torch.zeros(batch, chunk, dtype=torch.long, device=dev)
         self.out_logits = torch.zeros(batch, chunk, self.K, device=dev)
@@ -74,7 +75,8 @@ class GraphedDecoderState:
             skips = skips + F.linear(z, block.skip.weight[:, :, 0], block.skip.bias)
         hid = F.relu(F.linear(F.relu(skips), self.dec.head1.weight[:, :, 0], self.dec.head1.bias))
         logits = F.linear(hid, self.dec.head2.weight[:, :, 0], self.dec.head2.bias)
-        nxt = self.output.sample(logits, self.uniforms[rows, self.local], self.inv_temp)
+        nxt = self.output.sample(logits, self.uniforms[rows, self.local], self.inv_temp,
+                                 self.floor)
         nxt = torch.where(self.use_forced, self.forced[rows, self.local], nxt)
         self.out_logits[rows, self.local] = logits
         self.out_classes[rows, self.local] = nxt
@@ -109,6 +111,7 @@ class GraphedDecoderState:
         temperature: float = 1.0,
         forced: np.ndarray | None = None,
         keep_logits: bool = False,
+        floor: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         if n > self.chunk:
             raise ValueError(f"at most {self.chunk} samples per call")
@@ -121,6 +124,7 @@ class GraphedDecoderState:
         if forced is not None:
             self.forced[:, :n] = torch.as_tensor(forced, device=self.device)
         self.inv_temp.fill_(0.0 if temperature <= 0 else 1.0 / temperature)
+        self.floor.fill_(float(floor))
         self.local.zero_()
         if self.use_graph and self.graph is None:
             self._capture()

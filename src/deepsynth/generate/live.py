@@ -39,7 +39,13 @@ import numpy as np
 import torch
 
 from deepsynth.audio import float_to_int16
-from deepsynth.generate.generator import Conditioner, decoder_state, inference_model, input_rng
+from deepsynth.generate.generator import (
+    Conditioner,
+    check_floor,
+    decoder_state,
+    inference_model,
+    input_rng,
+)
 from deepsynth.layout import N_KEYS, KeyboardLayout
 from deepsynth.model.deepsynth import DeepSynth
 
@@ -77,11 +83,13 @@ class LiveGenerator:
         horizon: int = DEFAULT_HORIZON,
         background: bool = False,
         layout: KeyboardLayout | None = None,
+        floor: float = 0.0,
     ) -> None:
         if block < 1 or horizon < 1:
             raise ValueError(f"need block >= 1 and horizon >= 1, got {block}, {horizon}")
         self.model = model = inference_model(model)
         self.temperature = float(temperature)
+        self.floor = check_floor(floor)
         self.block = int(block)
         self.horizon = max(int(horizon), self.block)  # at least a block per call
         self.lookahead = model.lookahead
@@ -311,7 +319,7 @@ class LiveGenerator:
         cond = self._take(n)
         uniforms = self._rng.random((n, self.model.output.n_uniforms))
         classes, _ = self._state.run(None if cond is None else cond[None], n, uniforms[None],
-                                     self.temperature)
+                                     self.temperature, floor=self.floor)
         with self._lock:
             self.t += n
             self._lock.notify_all()

@@ -2,7 +2,7 @@
 
 One object holds every decision about it: how audio becomes the decoder's classes (its input
 alphabet and the training targets), the width of the decoder's head, the loss, the most likely
-value, sampling (temperature; room for sharpening rules) and classes back to audio. Training,
+value, sampling (a temperature and a probability floor) and classes back to audio. Training,
 the teacher-forced scores, `info`, the fused CPU step and the CUDA-graph step all go through it.
 
 A distribution is one class registered under a name; `ModelConfig.output` names the one a model
@@ -63,15 +63,18 @@ class OutputDistribution(ABC):
         """The most likely class (B, T) under `params` (B, n_params, T)."""
 
     @abstractmethod
-    def sample(self, params: Tensor, uniforms: Tensor, inv_temp: Tensor) -> Tensor:
+    def sample(self, params: Tensor, uniforms: Tensor, inv_temp: Tensor,
+               floor: Tensor) -> Tensor:
         """One sample per row: `params` (B, n_params), `uniforms` (B, n_uniforms) in [0, 1),
-        `inv_temp` a 0-d tensor (1 / temperature; 0: the most likely class) -> classes (B,).
-        Static shapes and no host synchronisation (it runs inside a CUDA graph)."""
+        `inv_temp` a 0-d tensor (1 / temperature; 0: the most likely class), `floor` a 0-d
+        tensor (what the distribution does with it is its own: the softmax subtracts it from
+        every probability) -> classes (B,). Static shapes and no host synchronisation (it runs
+        inside a CUDA graph)."""
 
     # the fused step's sampler, the same rule as `sample` for one row: a plain function of
-    # (params (n_params,) float32, uniforms (n_uniforms,) float64, inv_temp) -> class, written
-    # so that numba compiles it (loops over arrays, math and numpy scalar functions)
-    sample_one: ClassVar[Callable[[np.ndarray, np.ndarray, float], int]]
+    # (params (n_params,) float32, uniforms (n_uniforms,) float64, inv_temp, floor) -> class,
+    # written    # so that numba compiles it (loops over arrays, math and numpy scalar functions)
+    sample_one: ClassVar[Callable[[np.ndarray, np.ndarray, float, float], int]]
 
 
 OUTPUTS: dict[str, type[OutputDistribution]] = {}
@@ -92,9 +95,13 @@ def output_distribution(cfg: ModelConfig) -> OutputDistribution:
     return cls(cfg.audio)
 
 
-def _sample_softmax(logits: np.ndarray, uniforms: np.ndarray, inv_temp: float) -> int:
-    """Inverse-CDF sampling from softmax(logits * inv_temp); inv_temp <= 0: the argmax.
-    Written for numba (loops over arrays); the first maximum wins, as in `argmax`."""
+def _sample_softmax(logits: np.ndarray, uniforms: np.ndarray, inv_temp: float,
+                    floor: float) -> int:
+    """Inverse-CDF sampling from softmax(logits * inv_temp) with `floor` subtracted from every
+    probability (those below it dropped) and the rest renormalised, as LPCNet does: the rare
+    classes that make a noise floor are never drawn (floor 0: plain sampling); inv_temp <= 0:
+    the argmax. Written for numba (loops over arrays); the first maximum wins, as in
+    `argmax`."""
     K = logits.shape[0]
     best = 0
     for o in range(K):
@@ -108,6 +115,12 @@ def _sample_softmax(logits: np.ndarray, uniforms: np.ndarray, inv_temp: float) -
     for o in range(K):
         weights[o] = np.exp((logits[o] - top) * inv_temp)
         total += weights[o]
+    if floor > 0.0:  # p - floor for the classes above it: weights - floor x total
+        cut = floor * total
+        total = 0.0
+        for o in range(K):
+            weights[o] = weights[o] - cut if weights[o] > cut else 0.0
+            total += weights[o]
     target = uniforms[0] * total
     acc = 0.0
     for o in range(K):
@@ -141,8 +154,10 @@ class MuLawSoftmax(OutputDistribution):
     def most_likely(self, params: Tensor) -> Tensor:
         return params.argmax(dim=1)
 
-    def sample(self, params: Tensor, uniforms: Tensor, inv_temp: Tensor) -> Tensor:
+    def sample(self, params: Tensor, uniforms: Tensor, inv_temp: Tensor,
+               floor: Tensor) -> Tensor:
         probs = torch.softmax(params * inv_temp, dim=1)
+        probs = torch.where(floor > 0, (probs - floor).clamp_(min=0), probs)
         u = uniforms[:, 0]
         sampled = (probs.cumsum(1) <= u[:, None] * probs.sum(1, keepdim=True)).sum(1)
         sampled = sampled.clamp_(max=self.n_params - 1)
