@@ -35,7 +35,7 @@ def main() -> None:
     import torch
 
     from deepsynth.checkpoint import load_checkpoint
-    from deepsynth.cli.generate import default_checkpoint, sampling_temperature
+    from deepsynth.cli.generate import default_checkpoint, sampling_floor, sampling_temperature
     from deepsynth.evaluate import metrics, transcriber
     from deepsynth.evaluate.excerpts import choose_excerpts, sim_config_of, store_soundfont
     from deepsynth.generate.generator import generate
@@ -48,6 +48,7 @@ def main() -> None:
     torch.set_num_threads(1)
     model, payload = load_checkpoint(default_checkpoint())
     temperature = sampling_temperature(None, payload)
+    floor = sampling_floor(None, payload)
     judged = transcriber.available()
     cfg = sim_config_of(args.data)
     sf_path, _ = store_soundfont(args.data)
@@ -75,7 +76,8 @@ def main() -> None:
                 decoded = notes_from_key_changes(reading.changes)
                 src = open_source(path, model.cfg.audio.sample_rate)
                 t3 = time.perf_counter()
-                gen = generate(model, [src], temperature=temperature, seed=0)[0][: ex.length]
+                gen = generate(model, [src], temperature=temperature, seed=0,
+                               floor=floor)[0][: ex.length]
                 t4 = time.perf_counter()
                 row[kind] = {
                     "frames": frames, "decode_s_per_frame": (t1 - t0) / frames,
@@ -98,7 +100,8 @@ def main() -> None:
             print(_line(row), flush=True)
     summary = _summary(rows)
     append_result("reader", {"excerpts": len(rows), "seconds": args.seconds,
-                             "temperature": temperature, "summary": summary, "rows": rows})
+                             "temperature": temperature, "floor": floor, "summary": summary,
+                             "rows": rows})
     if args.doc:
         Path(args.doc).write_text(_markdown(rows, summary, args))
     print(summary)
@@ -155,7 +158,8 @@ def _markdown(rows: list[dict], s: dict, args) -> str:
         "height, blur, noise, gain, offset, gamma, lossy yuv420p H.264) at a frame per key "
         "change or at 25/30/60 fps, beside the clean video of the same excerpt. Onset F1 "
         "(mir_eval, 50 ms) against the notes the video shows; generated: the shipped model at "
-        "its recommended temperature, seed 0, transcribed by basic-pitch; reference path: the "
+        "its recommended temperature and sampling floor, seed 0, transcribed by basic-pitch; "
+        "reference path: the "
         "decoded notes through the SoundFont; ground truth: the simulator's audio (the ceiling).",
         "",
         "Made by `python benchmarks/reader.py --data data/piano --excerpts "
