@@ -150,6 +150,13 @@ def test_cli_bad_input_is_one_line_and_exit_2(store, checkpoint, tmp_path, capsy
     _one_line_error(capsys, [*base, "--checkpoint", str(checkpoint), "--temperature", "-1"],
                     "temperature")
     assert not (tmp_path / "r").exists()  # nothing written for bad input
+    # a user's sound in the excerpts folder is not replaced (nor any file there DeepSynth
+    # did not make), unless asked
+    mine = tmp_path / "r" / "excerpts" / "01-song.generated.wav"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"RIFF my own recording")
+    _one_line_error(capsys, [*base, "--checkpoint", str(checkpoint)], "DeepSynth did not make")
+    assert mine.read_bytes() == b"RIFF my own recording"
 
 
 def test_transcription_f1_returns_none_without_basic_pitch(no_transcriber):

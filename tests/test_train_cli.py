@@ -171,7 +171,7 @@ def test_camera_mix_is_part_of_the_recipe(store, tmp_path, capsys):
     assert main([*base, "--out", str(out), "--max-steps", "2", "--camera-mix", "0.5"]) == 0
     assert read_payload(out / "last.pt")["extra"]["train_config"]["camera_mix"] == 0.5
     capsys.readouterr()
-    assert "camera_mix must be in [0, 1]" in one_line_error(
+    assert "camera mix must be <= 1" in one_line_error(
         capsys, [*base, "--out", str(tmp_path / "x"), "--camera-mix", "2"])
     assert "--no-resident-data" in one_line_error(
         capsys, [*base, "--out", str(tmp_path / "y"), "--camera-mix", "0.5", "--resident-data"])

@@ -19,10 +19,14 @@ def _say(quiet: bool):
 
 
 def cmd_evaluate(args) -> int:
-    from deepsynth.cli.common import output_dir
+    from deepsynth.cli.common import output_dir, output_targets
     from deepsynth.evaluate.report import evaluate
 
     out = output_dir(args.output)
+    # the excerpts' sound and videos replace only files DeepSynth made (or with --overwrite)
+    media = out / "excerpts"
+    output_targets(sorted(f for f in media.iterdir() if f.suffix.lower() in (".wav", ".mp4"))
+                   if media.is_dir() else [])
     report = evaluate(
         args.checkpoint, args.data, out, split=args.split, segments=args.segments,
         excerpts=args.excerpts, seconds=args.seconds, temperature=args.temperature,

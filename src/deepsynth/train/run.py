@@ -338,19 +338,15 @@ class Run:
         layout = None if self.model_cfg.no_video else keyboard.layout()
         self.model = DeepSynth(self.model_cfg, layout)
         self.state = TrainState()
+        source = ckpt if ckpt is not None else init
+        if source is not None:
+            try:
+                self.model.load_state_dict(source.model_state)
+            except RuntimeError as e:
+                raise DeepSynthError(f"{source.path} does not fit preset {self.preset_name!r}: "
+                                     f"{str(e).splitlines()[0]}") from None
         if ckpt is not None:
-            try:
-                self.model.load_state_dict(ckpt.model_state)
-            except RuntimeError as e:
-                raise DeepSynthError(f"{ckpt.path} does not fit preset {self.preset_name!r}: "
-                                     f"{str(e).splitlines()[0]}") from None
             self.state = ckpt.state
-        elif init is not None:
-            try:
-                self.model.load_state_dict(init.model_state)
-            except RuntimeError as e:
-                raise DeepSynthError(f"{init.path} does not fit preset {self.preset_name!r}: "
-                                     f"{str(e).splitlines()[0]}") from None
         self.model.to(self.device)
         self.params = list(self.model.parameters())
         self.decayed = decayed_parameters(self.model)
