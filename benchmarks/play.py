@@ -50,7 +50,7 @@ def session(synth, changes, n: int, clock, block: int, seed: int, background: bo
     keep = Keep()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     with live.LiveGenerator(synth.model, synth.temperature, seed, block=block,
-                            background=background) as gen:
+                            background=background, floor=synth.floor) as gen:
         gen.warm_up()
         source = live.ChangesInput(changes.starts, changes.states, n)
         report = live.Session(gen, source, [keep], clock).run()
@@ -114,7 +114,8 @@ def main() -> None:
     if "offline" in args.only:
         src = open_input(args.midi, sr)
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        want = generate(synth.model, [src], [Window(0, n)], synth.temperature, args.seed)[0]
+        want = generate(synth.model, [src], [Window(0, n)], synth.temperature, args.seed,
+                        floor=synth.floor)[0]
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         record["offline"] = {"cpu_seconds": round(cpu, 2), "wall_seconds": round(wall, 2),
                              "cpu_x_real_time": round(n / sr / cpu, 2),

@@ -62,12 +62,14 @@ class Collect:
 def offline(synth, piece, seed, temperature=0.8):
     starts, states, n = piece
     src = array_source(states, starts, SR, keyboard.layout(), n)
-    return generate(synth.model, [src], [Window(0, n)], temperature, seed)[0]
+    return generate(synth.model, [src], [Window(0, n)], temperature, seed,
+                    floor=synth.floor)[0]
 
 
 def play(synth, piece, seed, block, background=False, temperature=0.8, **kw):
     starts, states, n = piece
     out = Collect()
+    kw.setdefault("floor", synth.floor)  # the shipped model's recommended sampling floor
     with LiveGenerator(synth.model, temperature, seed, block=block,
                        background=background, **kw) as gen:
         report = Session(gen, ChangesInput(starts, states, n), [out], SimulatedClock()).run()
@@ -219,7 +221,7 @@ def test_port_messages_drive_the_generator_exactly(synth):
     out = Collect()
     recorded = []
 
-    with LiveGenerator(synth.model, 0.8, 5, block=4) as gen:
+    with LiveGenerator(synth.model, 0.8, 5, block=4, floor=synth.floor) as gen:
         add = gen.add_change
 
         def spy(sample, state):
