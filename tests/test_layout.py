@@ -225,9 +225,7 @@ def test_an_old_checkpoint_without_a_layout_loads_with_the_simulators(tmp_path):
     torch.save(payload, tmp_path / "old.pt")
     loaded, _ = load_checkpoint(tmp_path / "old.pt")
     assert loaded.layout == keyboard.layout()
-    # the shipped checkpoint is such a file
-    shipped = torch.load(SHIPPED, weights_only=True)
-    assert "layout" not in shipped and shipped["config"]["frame_height"] == 57
+    # the shipped checkpoint (re-exported since) stores the simulator's layout
     assert load_checkpoint(SHIPPED)[0].layout == keyboard.layout()
 
 
