@@ -209,7 +209,7 @@ def cmd_play(args) -> int:
 
 def register(sub) -> None:
     """Add `play` to the `deepsynth` sub-command parser."""
-    from deepsynth.generate.live import DEFAULT_BLOCK, DEFAULT_HORIZON, DEFAULT_MAX_LATENCY_MS
+    from deepsynth.generate.defaults import DEFAULT_BLOCK, DEFAULT_HORIZON, DEFAULT_MAX_LATENCY_MS
 
     p = sub.add_parser(
         "play",

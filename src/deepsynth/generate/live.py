@@ -39,6 +39,11 @@ import numpy as np
 import torch
 
 from deepsynth.audio import float_to_int16
+from deepsynth.generate.defaults import (  # noqa: F401  (re-exported)
+    DEFAULT_BLOCK,
+    DEFAULT_HORIZON,
+    DEFAULT_MAX_LATENCY_MS,
+)
 from deepsynth.generate.generator import (
     Conditioner,
     check_floor,
@@ -49,10 +54,7 @@ from deepsynth.generate.generator import (
 from deepsynth.layout import N_KEYS, KeyboardLayout
 from deepsynth.model.deepsynth import DeepSynth
 
-DEFAULT_BLOCK = 4  # samples per block: 1 ms at 4 kHz (event to sound: block + lookahead + compute)
-DEFAULT_HORIZON = 256  # samples of conditioning computed ahead per call
 SWITCH_INTERVAL = 2e-4  # seconds: Python's GIL switch interval while a session runs
-DEFAULT_MAX_LATENCY_MS = 10.0  # the output stream's delay: a block ready later is an underrun
 WORKER_NICE = 10  # the conditioning thread's nice, above the decoder's
 URGENT_SAMPLES = 32  # conditioning computed when the decoder waits for it (a call costs mostly
 #                      its fixed overhead, so the rest of the horizon follows in the next call)

@@ -1,0 +1,6 @@
+"""Live play's defaults, in a module without torch, so that building the command line (every
+`deepsynth` command) does not import the generator to show them."""
+
+DEFAULT_BLOCK = 4  # samples per block: 1 ms at 4 kHz (event to sound: block + lookahead + compute)
+DEFAULT_HORIZON = 256  # samples of conditioning computed ahead per call
+DEFAULT_MAX_LATENCY_MS = 10.0  # the output stream's delay: a block ready later is an underrun
