@@ -80,12 +80,10 @@ def recommended_floor(requested: float | None, payload: dict[str, Any]) -> float
     from deepsynth.generate.generator import check_floor
 
     if requested is None:
-        try:
-            requested = float((payload.get("extra") or {}).get("floor", 0.0))
-        except (TypeError, ValueError):
-            requested = 0.0
-        if not 0 <= requested <= 0.1:  # a checkpoint's bad record is not used
-            requested = 0.0
+        try:  # a checkpoint's bad record is not used
+            return check_floor(float((payload.get("extra") or {}).get("floor", 0.0)))
+        except (TypeError, ValueError, DeepSynthError):
+            return 0.0
     return check_floor(requested)
 
 

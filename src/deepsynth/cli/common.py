@@ -32,6 +32,7 @@ from pathlib import Path
 
 from deepsynth.atomic import ensure_output_dir, made_by_deepsynth, sweep_stale_parts
 from deepsynth.errors import DeepSynthError
+from deepsynth.generate.defaults import MAX_FLOOR
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -81,7 +82,7 @@ MINUTES = Range(0, MAX_SECONDS / 60, open_lo=True)
 # option name (its dest) -> allowed range; the one table for every sub-command
 RANGES: dict[str, Range] = {
     "seed": SEED, "seeds": SEED, "camera": SEED,
-    "temperature": Range(0, 100), "floor": Range(0, 0.1), "camera_mix": Range(0, 1),
+    "temperature": Range(0, 100), "floor": Range(0, MAX_FLOOR), "camera_mix": Range(0, 1),
     "start": Range(0, MAX_SECONDS),
     "duration": SECONDS, "seconds": SECONDS,
     "window_seconds": SECONDS, "overlap_seconds": Range(0, MAX_SECONDS),

@@ -126,6 +126,7 @@ def evaluate(
     from deepsynth.evaluate.excerpts import store_soundfont
     from deepsynth.evaluate.teacher import check_store_matches, teacher_forced_scores
     from deepsynth.evaluate.transcriber import missing_reason
+    from deepsynth.generate.generator import check_floor
 
     if split not in SPLITS:
         raise DeepSynthError(f"unknown split {split!r} (one of {', '.join(SPLITS)})")
@@ -135,8 +136,7 @@ def evaluate(
         raise DeepSynthError(f"--seconds must be positive, got {seconds}")
     if temperature < 0:
         raise DeepSynthError(f"--temperature must be >= 0, got {temperature}")
-    if not 0 <= floor <= 0.1:
-        raise DeepSynthError(f"--floor must be from 0 to 0.1, got {floor}")
+    check_floor(floor)
     if batch_size < 1:
         raise DeepSynthError(f"--batch-size must be >= 1, got {batch_size}")
     ckpt = Path(checkpoint)

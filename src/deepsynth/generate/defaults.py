@@ -1,5 +1,7 @@
-"""Live play's defaults, in a module without torch, so that building the command line (every
-`deepsynth` command) does not import the generator to show them."""
+"""Generation's limits and live play's defaults, in a module without torch, so that building
+the command line (every `deepsynth` command) does not import the generator to show them."""
+
+MAX_FLOOR = 0.1  # the largest sampling floor: a probability well below one class's share
 
 DEFAULT_BLOCK = 4  # samples per block: 1 ms at 4 kHz (event to sound: block + lookahead + compute)
 DEFAULT_HORIZON = 256  # samples of conditioning computed ahead per call

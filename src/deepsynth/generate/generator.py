@@ -23,6 +23,7 @@ import torch
 
 from deepsynth.audio import float_to_int16
 from deepsynth.errors import DeepSynthError
+from deepsynth.generate.defaults import MAX_FLOOR
 from deepsynth.generate.fused import FusedDecoderState, pack_decoder
 from deepsynth.generate.sources import VideoSource
 from deepsynth.layout import N_KEYS
@@ -182,9 +183,9 @@ def generate(
 
 
 def check_floor(floor: float) -> float:
-    """A sampling floor is a probability below one class's share: from 0 up to 0.1."""
-    if not 0 <= floor <= 0.1:  # NaN too
-        raise DeepSynthError(f"floor must be a number from 0 to 0.1, got {floor}")
+    """The sampling floor, checked: a number from 0 to MAX_FLOOR (DeepSynthError otherwise)."""
+    if not 0 <= floor <= MAX_FLOOR:  # NaN too
+        raise DeepSynthError(f"floor must be a number from 0 to {MAX_FLOOR:g}, got {floor}")
     return float(floor)
 
 

@@ -152,18 +152,28 @@ def model_config(preset_name: str, preset: Preset, cfg: TrainConfig, audio: Audi
     model_cfg = preset.model_for(audio)
     if cfg.no_video:
         model_cfg = dataclasses.replace(model_cfg, no_video=True)
-    if ckpt is None:
-        return model_cfg
-    saved = ckpt.model_config
-    if saved.audio != audio:
-        raise DeepSynthError(
-            f"{ckpt.path} was trained on {saved.audio.sample_rate} Hz audio (mu {saved.audio.mu}) "
-            f"but {data} holds {audio.sample_rate} Hz audio (mu {audio.mu}); resume it on a "
-            f"store of its rate, or start a fresh run")
-    if saved != model_cfg:
-        raise DeepSynthError(f"{ckpt.path} holds a model that differs from preset "
-                             f"{preset_name!r} as defined now (was the preset changed?)")
+    if ckpt is not None:
+        check_saved_model(ckpt.path, ckpt.model_config, model_cfg, preset_name, data,
+                          "resume it on a store of its rate, or start a fresh run")
     return model_cfg
+
+
+def check_saved_model(path: Path, saved: ModelConfig, model_cfg: ModelConfig, preset_name: str,
+                      data: Path, other_rate: str) -> None:
+    """A checkpoint's model (a resumed run's, or the weights a fresh one starts from) must be
+    the very model the run trains: the store's audio, video or not, the preset as defined now.
+    `other_rate`: what to do about a checkpoint of another sample rate."""
+    if saved.audio != model_cfg.audio:
+        raise DeepSynthError(
+            f"{path} was trained on {saved.audio.sample_rate} Hz audio (mu {saved.audio.mu}) "
+            f"but {data} holds {model_cfg.audio.sample_rate} Hz audio (mu "
+            f"{model_cfg.audio.mu}); {other_rate}")
+    if saved.no_video != model_cfg.no_video:
+        has, asked = ("without" if c.no_video else "with" for c in (saved, model_cfg))
+        raise DeepSynthError(f"{path} holds a model {has} video, the run asks for one {asked}")
+    if saved != model_cfg:
+        raise DeepSynthError(f"{path} holds a model that differs from preset "
+                             f"{preset_name!r} as defined now (was the preset changed?)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,19 +211,8 @@ def check_initial_weights(init: InitialWeights, preset_name: str, model_cfg: Mod
     if init.preset not in (None, preset_name):
         raise DeepSynthError(f"{init.path} holds preset {init.preset!r}, not {preset_name!r} "
                              f"(give --preset {init.preset} or leave --preset out)")
-    saved = init.model_config
-    if saved.audio != model_cfg.audio:
-        raise DeepSynthError(
-            f"{init.path} was trained on {saved.audio.sample_rate} Hz audio (mu "
-            f"{saved.audio.mu}) but {data} holds {model_cfg.audio.sample_rate} Hz audio (mu "
-            f"{model_cfg.audio.mu}); start from a checkpoint of the store's rate")
-    if saved.no_video != model_cfg.no_video:
-        has, asked = ("without" if c.no_video else "with" for c in (saved, model_cfg))
-        raise DeepSynthError(f"{init.path} holds a model {has} video, the run asks for one "
-                             f"{asked}")
-    if saved != model_cfg:
-        raise DeepSynthError(f"{init.path} holds a model that differs from preset "
-                             f"{preset_name!r} as defined now")
+    check_saved_model(init.path, init.model_config, model_cfg, preset_name, data,
+                      "start from a checkpoint of the store's rate")
 
 
 # --- the train figures between two rows -----------------------------------------------------
