@@ -40,6 +40,16 @@ def test_schedule_with_other_numbers():
         lr_at(-1, cfg)
 
 
+def test_warmup_ramps_linearly_into_the_schedule():
+    plain = TrainConfig(lr=2e-3, lr_decay_every=10, lr_decay_factor=0.5, lr_min=3e-4)
+    warm = TrainConfig(lr=2e-3, lr_decay_every=10, lr_decay_factor=0.5, lr_min=3e-4, lr_warmup=4)
+    assert [lr_at(s, warm) for s in range(4)] == pytest.approx([5e-4, 1e-3, 1.5e-3, 2e-3])
+    assert all(lr_at(s, warm) == lr_at(s, plain) for s in range(4, 100))
+    assert TrainConfig().lr_warmup == 0  # the paper's recipe has none
+    with pytest.raises(ValueError):
+        TrainConfig(lr_warmup=-1)
+
+
 def test_train_config_defaults_are_the_papers_and_round_trip():
     cfg = TrainConfig()
     assert (cfg.lr, cfg.lr_decay_every, cfg.lr_decay_factor, cfg.lr_min) == (1e-3, 20_000, 0.1,

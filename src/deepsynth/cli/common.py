@@ -92,6 +92,7 @@ RANGES: dict[str, Range] = {
     "segments": Range(0, 10**7), "excerpts": Range(0, 10**5), "batch_size": Range(1, 10**5),
     "val_segments": Range(1, 10**7), "val_every": Range(0), "log_every": COUNT,
     "epochs": COUNT, "max_steps": COUNT, "steps": COUNT, "lr_decay_every": COUNT,
+    "lr_warmup": Range(0, 10**9),
     "max_minutes": MINUTES, "budget_minutes": MINUTES, "slice_minutes": MINUTES,
     "checkpoint_every": NON_NEGATIVE, "checkpoint_minutes": Range(0, MAX_SECONDS / 60),
     "shard_mb": Range(0, 1 << 20),

@@ -13,7 +13,8 @@ from deepsynth.errors import DeepSynthError
 # so a resumed run keeps its checkpoint's recipe unless asked otherwise
 RECIPE = {
     "lr": "lr", "lr_decay_every": "lr_decay_every", "lr_decay_factor": "lr_decay_factor",
-    "lr_min": "lr_min", "batch_size": "batch_size", "clip": "grad_clip", "l2": "l2",
+    "lr_min": "lr_min", "lr_warmup": "lr_warmup", "batch_size": "batch_size",
+    "clip": "grad_clip", "l2": "l2",
     "epochs": "epochs", "seed": "seed", "val_segments": "val_segments", "val_every": "val_every",
     "log_every": "log_every", "window_seconds": "window_seconds",
     "overlap_seconds": "overlap_seconds", "no_video": "no_video", "camera_mix": "camera_mix",
@@ -142,6 +143,9 @@ def register(sub) -> None:
                      help="multiply the learning rate by --lr-decay-factor every STEPS (20000)")
     rec.add_argument("--lr-decay-factor", type=float, metavar="F", help="(0.1)")
     rec.add_argument("--lr-min", type=float, metavar="LR", help="learning-rate floor (1e-6)")
+    rec.add_argument("--lr-warmup", type=int, metavar="STEPS",
+                     help="ramp the learning rate up linearly over the first STEPS (0: none); "
+                          "for --init-from, whose fresh Adam otherwise jolts the weights")
     rec.add_argument("--batch-size", type=_positive_int, metavar="N",
                      help="segments per step and process (3)")
     rec.add_argument("--clip", type=float, metavar="NORM",

@@ -33,6 +33,9 @@ class TrainConfig:
     lr_decay_every: int = 20_000  # batches (optimizer steps) between decays
     lr_decay_factor: float = 0.1
     lr_min: float = 1e-6  # the schedule's floor
+    lr_warmup: int = 0  # steps of a linear ramp from lr / lr_warmup up to lr (0: none); for
+    # runs started from other weights (--init-from), whose fresh Adam otherwise moves every weight
+    # by about lr in its first steps
     batch_size: int = 3  # segments per step in each process (torchrun: global = world x this)
     grad_clip: float = 10.0  # max global gradient norm; 0 turns clipping off
     l2: float | None = None  # penalty strength; None: the preset's (1e-2 / 1e-4 / 1e-5)
@@ -58,7 +61,7 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("grad_clip", "seed", "val_seed", "val_every"):
+        for name in ("grad_clip", "seed", "val_seed", "val_every", "lr_warmup"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.l2 is not None and self.l2 < 0:

@@ -3,6 +3,9 @@ every `lr_decay_every` batches, never below `lr_min`.
 
 With the paper's numbers: 1e-3 for steps 0..19,999, 1e-4 from step 20,000, 1e-5 from 40,000,
 1e-6 from 60,000 on. A pure function of the step, so resuming needs no scheduler state.
+
+With `lr_warmup` = W > 0 the first W steps ramp linearly up to that schedule: step k runs at
+(k + 1) / W of it (not in the paper; for a run that starts from trained weights).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr_min
     # snap to the floor when within rounding of it, so the schedule lands on lr_min itself
     if lr <= cfg.lr_min or math.isclose(lr, cfg.lr_min, rel_tol=1e-9):
-        return cfg.lr_min
+        lr = cfg.lr_min
+    if step < cfg.lr_warmup:
+        return lr * (step + 1) / cfg.lr_warmup
     return lr
 
 
