@@ -23,6 +23,7 @@ import torch
 
 from deepsynth.audio import float_to_int16
 from deepsynth.errors import DeepSynthError
+from deepsynth.generate import keycond
 from deepsynth.generate.defaults import MAX_FLOOR
 from deepsynth.generate.fused import FusedDecoderState, pack_decoder
 from deepsynth.generate.sources import VideoSource
@@ -65,6 +66,8 @@ class Conditioner:
         self.features = features
         # (L, 2R, C): each layer's 1x1 projection of the conditioning
         self.proj = model.decoder.stack.cond_weights() if conditioned else None
+        # key features alone (the shipped model): the compiled loop, projections composed
+        self.packed = keycond.pack(model) if conditioned and keycond.supports(model) else None
 
     @torch.no_grad()
     def chunk(
@@ -97,8 +100,15 @@ class Conditioner:
         conditioned samples (the context before them is read for presses), the same numbers as
         over the whole piece, bit for bit whatever the chunking (tests/test_play.py): a chunk
         of fewer than MIN_CONDITION samples is computed as one of MIN_CONDITION and cut, since
-        the CPU's matrix products round a handful of rows differently (measured: 1..7)."""
+        the CPU's matrix products round a handful of rows differently (measured: 1..7). Key
+        features alone go through the compiled loop (`keycond`: exact for any chunk, a few
+        microseconds a call beyond its samples)."""
         m = max(n, MIN_CONDITION)
+        if self.packed is not None:
+            skip = len(rows) - m - self.model.lookahead
+            levels = np.asarray(features[0])
+            return torch.from_numpy(keycond.condition(
+                self.packed, levels, rows[self.model.lookahead :], skip, n))
         cond = self.model.condition_from_features(features, torch.from_numpy(rows)[None], m)
         return torch.einsum("loc,cn->nlo", self.proj, cond[0])[:n]
 

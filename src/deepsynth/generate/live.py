@@ -117,7 +117,8 @@ class LiveGenerator:
         self._cuts: list[tuple[int, int]] = []  # (version, first sample it invalidates)
         # each distinct state's row of features (row 0: the empty keyboard), grown as needed
         self._row_of_state: dict[bytes, int] = {}
-        self._row_of_change: list[int] = []
+        self._row_of_change = np.zeros(64, np.int64)  # the feature row of each change
+        self._n_rowed = 0  # changes whose row is known
         self._rows: list[torch.Tensor] | None = None
         self._n_rows = 0
         if self._cond.proj is not None:
@@ -216,18 +217,25 @@ class LiveGenerator:
         began = time.perf_counter()
         if self._n_rows == 0:
             self._row(self._states[0])
-        while len(self._row_of_change) < n_changes:
-            self._row_of_change.append(self._row(self._states[len(self._row_of_change)]))
+        while self._n_rowed < n_changes:
+            if self._n_rowed == len(self._row_of_change):
+                self._row_of_change = np.concatenate([self._row_of_change,
+                                                      np.zeros_like(self._row_of_change)])
+            self._row_of_change[self._n_rowed] = self._row(self._states[self._n_rowed])
+            self._n_rowed += 1
         lo, hi = self._cond.reads(start, n)
         starts = self._starts[:n_changes]
         change = np.searchsorted(starts, np.clip(np.arange(lo, hi), 0, None), side="right") - 1
-        rows = np.asarray(self._row_of_change, np.int64)[change]
+        rows = self._row_of_change[change]
         if lo < 0:
             rows[:-lo] = 0  # before the piece: the empty keyboard (row 0)
-        used, local = np.unique(rows, return_inverse=True)  # only the frames it reads
-        index = torch.from_numpy(used)
-        feats = [r[: self._n_rows][index] for r in self._rows]
-        cond = self._cond.condition(feats, local.astype(np.int64), n).numpy()
+        if self._cond.packed is not None:  # the compiled loop reads the rows it needs
+            cond = self._cond.condition([self._rows[0][: self._n_rows]], rows, n).numpy()
+        else:
+            used, local = np.unique(rows, return_inverse=True)  # only the frames it reads
+            index = torch.from_numpy(used)
+            feats = [r[: self._n_rows][index] for r in self._rows]
+            cond = self._cond.condition(feats, local.astype(np.int64), n).numpy()
         self.cond_calls += 1
         self.cond_seconds += time.perf_counter() - began
         return cond
@@ -328,12 +336,15 @@ class LiveGenerator:
         return self._pcm[classes[0]]
 
     def warm_up(self) -> None:
-        """Load the decoder's compiled kernel (a call on no samples), so the first block does
-        not pay for it."""
+        """Load the decoder's compiled kernel (a call on no samples) and the conditioning's, so
+        the first block does not pay for them."""
         cond = None
         if self._cond.proj is not None:
             layers, width = self._cond.proj.shape[:2]
             cond = np.zeros((1, 0, layers, width), np.float32)
+            if self._cond.packed is not None:  # and the conditioning's compiled loop
+                lo, hi = self._cond.reads(0, 1)
+                self._cond.condition([self._cond.empty[0]], np.zeros(hi - lo, np.int64), 1)
         self._state.run(cond, 0, np.zeros((1, 0, self.model.output.n_uniforms)),
                         self.temperature)
 

@@ -1,0 +1,188 @@
+"""The decoder's conditioning from key features in one compiled loop (numba), for generation.
+
+For a model whose only conditioning path is the key features (`model.key_features.KeyFeatures`,
+the shipped `small`), each decoder layer's conditioning at a sample is linear in the features:
+
+    cond[t, l] = P_l (W f(t) + b)
+
+with `f(t)` the key levels of the frame shown at t + lookahead, the press traces of each key's
+most recent press and the sinusoids of the pressed keys (summed over registers), `W, b` the
+features' 1x1 projection and `P_l` layer l's 1x1 projection of it. Here the two projections are
+composed once (float64, then float32) into one vector per feature column, restricted to the
+layers that read the conditioning, and a compiled loop walks the samples: the frame's level
+term (recomputed when the frame changes), plus, for each key pressed within the window, its
+trace and sinusoid columns times their values at the press's age.
+
+Every output sample is computed by the same loop in the same order from the frames it reads
+alone, so the numbers are bit-identical whatever the chunk it is computed in, even one sample:
+the live generator and `generate` share this code. They equal the torch computation
+(`KeyFeatures.forward`, then the projections) up to float32 rounding (tests/test_keycond.py).
+A call costs microseconds beyond its samples, where the torch one pays ~100 small operations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numba import njit
+
+from deepsynth.layout import N_KEYS
+from deepsynth.model.deepsynth import DeepSynth
+from deepsynth.model.key_features import KeyFeatures
+
+
+@dataclass(frozen=True)
+class PackedKeyConditioning:
+    """Composed weights (D = conditioned layers x 2R outputs per sample, float32)."""
+
+    layers: np.ndarray  # (Lc,) int64: the decoder layers that read the conditioning
+    n_layers: int  # all the decoder's layers (the output's second axis)
+    width: int  # 2R
+    level_w: np.ndarray  # (88, D): a key's level
+    bias: np.ndarray  # (D,)
+    trace_w: np.ndarray  # (n_taus, 88, D): a key's press traces
+    wave_w: np.ndarray  # (H, 2, G, D): per harmonic, the sines then cosines of each register
+    trace_curves: np.ndarray  # (n_taus, window) float32: each trace at each age
+    osc_curve: np.ndarray  # (window,) float32: the sinusoids' decay at each age
+    omega: np.ndarray  # (H, 88) float32: radians per sample (0 above Nyquist)
+    audible: np.ndarray  # (H, 88) float32
+    group: np.ndarray  # (88,) int64: each key's register
+    window: int
+
+
+def supports(model: DeepSynth) -> bool:
+    """Whether the model's conditioning is the key features alone (this module's case)."""
+    paths = list(model.paths.values())
+    return len(paths) == 1 and isinstance(paths[0], KeyFeatures)
+
+
+def _f64(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float64).numpy()
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def pack(model: DeepSynth) -> PackedKeyConditioning:
+    """The model's key-feature conditioning, composed (see the module's docstring)."""
+    if not supports(model):
+        raise ValueError("the model's conditioning is not the key features alone")
+    path: KeyFeatures = next(iter(model.paths.values()))
+    cfg = path.cfg
+    P = _f64(model.decoder.stack.cond_weights())  # (L, 2R, C)
+    layers = np.flatnonzero(np.abs(P).reshape(len(P), -1).max(axis=1) > 0)
+    if len(layers) == 0:
+        layers = np.zeros(1, np.int64)
+    Pc = P[layers]  # (Lc, 2R, C)
+    L, width = P.shape[:2]
+    W, b = _f64(path.proj.weight), _f64(path.proj.bias)  # (C, F), (C,)
+
+    def composed(columns: np.ndarray) -> np.ndarray:  # (n, D): P_c W[:, column]
+        return np.einsum("loc,cn->nlo", Pc, W[:, columns]).reshape(len(columns), -1)
+
+    keys = np.arange(N_KEYS)
+    n_taus, H, G = len(cfg.taus_ms), cfg.harmonics, cfg.groups
+    first = N_KEYS * (1 + n_taus)
+    wave = np.zeros((H, 2, G, len(layers) * width))
+    for h in range(H):
+        for j in range(2):
+            wave[h, j] = composed(first + (2 * h + j) * G + np.arange(G))
+    return PackedKeyConditioning(
+        layers=layers.astype(np.int64),
+        n_layers=L,
+        width=width,
+        level_w=_f32(composed(keys)),
+        bias=_f32(np.einsum("loc,c->lo", Pc, b).reshape(-1)),
+        trace_w=_f32(np.stack([composed(keys + N_KEYS * (1 + i)) for i in range(n_taus)])
+                     if n_taus else np.zeros((0, N_KEYS, len(layers) * width))),
+        wave_w=_f32(wave),
+        trace_curves=_f32(path.trace_curves.detach().cpu().numpy()),
+        osc_curve=_f32(path.osc_curve.detach().cpu().numpy()),
+        omega=_f32(path.omega.detach().cpu().numpy()),
+        audible=_f32(path.audible.detach().cpu().numpy()),
+        group=(keys * G // N_KEYS).astype(np.int64),
+        window=int(cfg.window),
+    )
+
+
+@njit(cache=True, nogil=True)
+def _condition(levels, rows, skip, n, level_w, bias, trace_w, wave_w, trace_curves, osc_curve,
+               omega, audible, group, window, layers, out):  # pragma: no cover - compiled
+    """out (n, L, 2R), at the rows `layers` of each sample: the conditioning of columns skip ..
+    skip + n - 1 of `rows` (the frame row shown at each column, the video `lookahead` samples
+    ahead); columns before `skip` are read for presses only (a press at column c: the key
+    down at c, up at c - 1; down: level > 0.5)."""
+    n_keys = levels.shape[1]
+    D = bias.shape[0]
+    width = out.shape[2]
+    o = np.empty(D, np.float32)
+    n_taus = trace_w.shape[0]
+    H = wave_w.shape[0]
+    last = np.full(n_keys, -1, np.int64)  # column of each key's last press (-1: none)
+    frame = np.zeros(D, np.float32)  # the level term of the current frame
+    frame_row = -1
+    prev = rows[0]
+    for c in range(skip + n):
+        r = rows[c]
+        if r != prev:  # (never at column 0)
+            for k in range(n_keys):
+                if levels[r, k] > 0.5 and not levels[prev, k] > 0.5:
+                    last[k] = c
+            prev = r
+        if c < skip:
+            continue
+        if r != frame_row:  # bias + levels @ level_w, keys in order
+            for d in range(D):
+                frame[d] = bias[d]
+            for k in range(n_keys):
+                v = levels[r, k]
+                if v != 0.0:
+                    for d in range(D):
+                        frame[d] += v * level_w[k, d]
+            frame_row = r
+        for d in range(D):
+            o[d] = frame[d]
+        for k in range(n_keys):
+            if last[k] < 0:
+                continue
+            age = c - last[k]
+            if age >= window:
+                continue
+            for i in range(n_taus):
+                v = trace_curves[i, age]
+                for d in range(D):
+                    o[d] += v * trace_w[i, k, d]
+            env = osc_curve[age] * levels[r, k]
+            if env == 0.0:
+                continue
+            g = group[k]
+            for h in range(H):
+                gate = env * audible[h, k]
+                if gate == 0.0:
+                    continue
+                phase = np.float32(age) * omega[h, k]
+                s = np.float32(np.sin(np.float64(phase))) * gate
+                co = np.float32(np.cos(np.float64(phase))) * gate
+                for d in range(D):
+                    o[d] += s * wave_w[h, 0, g, d] + co * wave_w[h, 1, g, d]
+        for li in range(layers.shape[0]):
+            for d in range(width):
+                out[c - skip, layers[li], d] = o[li * width + d]
+
+
+def condition(packed: PackedKeyConditioning, levels: np.ndarray, rows: np.ndarray, skip: int,
+              n: int) -> np.ndarray:
+    """(n, L, 2R) float32: the conditioning of columns skip .. skip + n - 1 of `rows` (int64
+    indexes into `levels`, (N, 88) float32 key levels; column c shows the video at conditioned
+    sample c - skip plus the lookahead), zeros for the layers that do not read it."""
+    if skip < 0 or len(rows) < skip + n:
+        raise ValueError(f"need 0 <= skip and skip + n <= len(rows), got {skip}, {n}, {len(rows)}")
+    p = packed
+    out = np.zeros((n, p.n_layers, p.width), np.float32)
+    _condition(np.ascontiguousarray(levels, np.float32), np.ascontiguousarray(rows, np.int64),
+               int(skip), int(n), p.level_w, p.bias, p.trace_w, p.wave_w, p.trace_curves,
+               p.osc_curve, p.omega, p.audible, p.group, p.window, p.layers, out)
+    return out
