@@ -128,6 +128,61 @@ def test_camera_videos_decode_to_the_right_key_states(tmp_path, seed, size, fps)
         assert reading.changes.equals(camera_reading(changes, fps))
 
 
+def two_pass_reading(path) -> KeyChanges:
+    """The reading as two decoding passes make it: calibrate on the rest pictures of every
+    frame, then read each frame's key values (what `read_video_keys` does in one)."""
+    from deepsynth.sim.keystates import changes_from_states
+    from deepsynth.sim.video import iter_frames, piece_length, video_info
+
+    info = video_info(path)
+    cal = reader.calibrate(reader.rest_pictures(img for _, img in iter_frames(path,
+                                                                            merge=False)))
+    starts, values = [], []
+    for start, img in iter_frames(path, merge=False):
+        starts.append(start)
+        values.append(cal.values(img[None])[0])
+    cal.fit_shades(np.stack(values))
+    states = cal.states_of(np.stack(values))
+    starts_a = np.asarray(starts, np.int64) - starts[0]
+    period = reader.frame_period(starts_a)
+    if period is not None:
+        starts_a = reader.midpoint_times(starts_a, period)
+    return changes_from_states(starts_a, states, info.sample_rate,
+                               max(piece_length(info, starts_a), starts_a[-1] + 1))
+
+
+@pytest.mark.parametrize("seed,size,fps", [(12, (1280, 720), 30.0), (13, (426, 40), None)])
+def test_one_pass_reads_what_two_passes_read(tmp_path, seed, size, fps, monkeypatch):
+    changes = song_changes(tmp_path, seed)
+    path = tmp_path / "cam.mp4"
+    write_camera_video(path, changes, Camera(random_camera(seed, size)), fps=fps)
+    expected = two_pass_reading(path)
+    assert reader.read_video_keys(path).changes.equals(expected)  # all buffered
+    frame = size[0] * size[1]
+    for budget in (0, 5 * frame):  # nothing buffered / the first frames only
+        assert reader.read_video_keys(path, budget=budget).changes.equals(expected)
+    # the keyboard elsewhere than the first frame showed it: read again on a second pass
+    monkeypatch.setattr(reader, "_keyboard_rows", lambda img: (0, 1))
+    assert reader.read_video_keys(path).changes.equals(expected)
+
+
+def test_order_statistics_and_row_closing_are_numpys_and_scipys():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    for n in range(1, 50):
+        frames = [rng.integers(0, 256, (5, 9), dtype=np.uint8) for _ in range(n)]
+        hi, lo = round(0.9 * (n - 1)), round(0.1 * (n - 1))
+        part = np.partition(np.stack(frames), sorted({lo, hi}), axis=0)
+        got = reader._order_statistics([f.copy() for f in frames], (hi, lo), block=16)
+        assert np.array_equal(got[0], part[hi]) and np.array_equal(got[1], part[lo])
+    for _ in range(200):
+        mask = rng.random((int(rng.integers(1, 8)), int(rng.integers(1, 50)))) < rng.random()
+        k = int(rng.integers(1, 6))
+        closed = ndimage.binary_closing(mask, structure=np.ones((1, 2 * k + 1)), border_value=0)
+        assert np.array_equal(reader._close_rows(mask, k), closed | mask)
+
+
 @pytest.mark.parametrize("seed,fps", [(10, 30.0), (11, 60.0)])
 def test_camera_reading_is_what_the_reader_reads(tmp_path, seed, fps):
     changes = song_changes(tmp_path, seed)
