@@ -1,12 +1,19 @@
 """The fused decoder kernel: a sequence's samples and logits are bit-identical alone and at any
-position of a batch of any size, and its gate's tanh is within float32 rounding of the true one."""
+position of a batch of any size (batches run as separate sequences or in lanes, see
+`use_lanes`), and its gate's tanh is within float32 rounding of the true one."""
 
 import numpy as np
 import pytest
 import torch
 from numba import njit
 
-from deepsynth.generate.fused import FusedDecoderState, _gate, _tanh, pack_decoder
+from deepsynth.generate.fused import (
+    FusedDecoderState,
+    _gate,
+    _tanh,
+    pack_decoder,
+    use_lanes,
+)
 from deepsynth.model.deepsynth import DeepSynth
 from deepsynth.model.presets import get_preset
 from deepsynth.sim import keyboard
@@ -38,7 +45,12 @@ def test_a_sequence_is_bit_identical_alone_and_anywhere_in_a_batch(small, teache
     uniforms = rng.random((9, n, 1))
     forced = rng.integers(0, 256, (9, n)) if teacher_forced else None
     alone = {r: _run(small, cond, uniforms, [r], forced) for r in (0, 4, 8)}
-    for rows in ([0, 4], [4, 1, 2, 0], [8, 7, 6, 5, 4, 3, 2, 1, 0], list(range(9))):
+    packed = pack_decoder(small.decoder)
+    batches = ([0, 4], [4, 1, 2, 0], [8, 7, 6, 5, 4, 3, 2, 1], [2, 8, 4, 0, 6, 1],
+               [8, 7, 6, 5, 4, 3, 2, 1, 0], list(range(9)) + [8, 4, 0] * 2 + [5])
+    assert [use_lanes(packed, len(rows)) for rows in batches] == [False, False, True, True,
+                                                                 False, True]
+    for rows in batches:
         classes, logits = _run(small, cond, uniforms, rows, forced)
         for pos, r in enumerate(rows):
             if r in alone:
