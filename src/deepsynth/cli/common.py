@@ -82,7 +82,8 @@ MINUTES = Range(0, MAX_SECONDS / 60, open_lo=True)
 # option name (its dest) -> allowed range; the one table for every sub-command
 RANGES: dict[str, Range] = {
     "seed": SEED, "seeds": SEED, "camera": SEED,
-    "temperature": Range(0, 100), "floor": Range(0, MAX_FLOOR), "camera_mix": Range(0, 1),
+    "temperature": Range(0, 100), "floor": Range(0, MAX_FLOOR), "postfilter": Range(0, 1),
+    "camera_mix": Range(0, 1),
     "start": Range(0, MAX_SECONDS),
     "duration": SECONDS, "seconds": SECONDS,
     "window_seconds": SECONDS, "overlap_seconds": Range(0, MAX_SECONDS),

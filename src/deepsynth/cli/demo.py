@@ -14,11 +14,13 @@ import time
 from deepsynth.cli.common import output_dir, output_targets, warn
 from deepsynth.cli.generate import (
     FLOOR_HELP,
+    POSTFILTER_HELP,
     default_checkpoint,
     load_model,
     sampling_floor,
     sampling_temperature,
 )
+from deepsynth.generate.defaults import POSTFILTER_GAIN
 
 DEMO_FILES = ("demo.mid", "ground_truth.wav", "ground_truth.mp4", "generated.wav", "demo.mp4",
               "comparison.png", "demo.json")
@@ -72,7 +74,7 @@ def cmd_demo(args) -> int:
     began = time.perf_counter()
     generated = generate(model, [source], temperature=args.temperature, seed=args.seed,
                          on_chunk=lambda pieces: bar.update(len(pieces[0])),
-                         floor=args.floor)[0]
+                         floor=args.floor, postfilter=args.postfilter)[0]
     seconds = time.perf_counter() - began
     bar.close()
     write_wav(out / "generated.wav", generated, sr)
@@ -89,6 +91,7 @@ def cmd_demo(args) -> int:
         "x_real_time": round(speed, 2),
         "temperature": args.temperature,
         "floor": args.floor,
+        "postfilter": args.postfilter,
         "seed": args.seed,
     }
     print(f"  video + GENERATED    {out / 'demo.mp4'}")
@@ -126,5 +129,7 @@ def register(sub) -> None:
                    help="sampling temperature (default: the one the checkpoint recommends, "
                         "else 1)")
     p.add_argument("--floor", type=float, default=None, help=FLOOR_HELP)
+    p.add_argument("--postfilter", type=float, default=POSTFILTER_GAIN, metavar="GAIN",
+                   help=POSTFILTER_HELP + f" (default {POSTFILTER_GAIN:g})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_demo)

@@ -30,7 +30,8 @@ def cmd_evaluate(args) -> int:
     report = evaluate(
         args.checkpoint, args.data, out, split=args.split, segments=args.segments,
         excerpts=args.excerpts, seconds=args.seconds, temperature=args.temperature,
-        floor=args.floor, seed=args.seed, batch_size=args.batch_size, device=_device(args.device),
+        floor=args.floor, postfilter=args.postfilter, seed=args.seed, batch_size=args.batch_size,
+        device=_device(args.device),
         transcribe=not args.no_transcribe, soundfont=args.soundfont, log=_say(args.quiet),
     )
     if not args.quiet:
@@ -170,6 +171,10 @@ def register(sub) -> None:
                    help="sampling temperature for generation (default 1)")
     p.add_argument("--floor", type=float, default=0.0,
                    help="sampling floor for generation (default 0: plain sampling)")
+    p.add_argument("--postfilter", type=float, default=1.0, metavar="GAIN",
+                   help="harmonic post-filter of the generated sound: its gain away from the "
+                        "notes' partials (default 1: off, the model's raw output; synthesize "
+                        "uses 0.2)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the segment and excerpt choice and of sampling (default 0)")
     p.add_argument("--batch-size", type=int, default=3, metavar="B",

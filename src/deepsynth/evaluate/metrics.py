@@ -34,6 +34,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from deepsynth import partials
+from deepsynth.partials import midi_to_hz  # noqa: F401  (re-exported)
 from deepsynth.sim.midi import Notes
 
 STFT_SECONDS = (0.016, 0.064, 0.256)  # 64, 256, 1024 samples at 4 kHz
@@ -43,7 +45,7 @@ MEL_FLOOR_DB = -80.0
 ONSET_TOLERANCE = 0.05  # seconds (mir_eval's default, the MIREX one)
 OFFSET_RATIO = 0.2
 NOISE_SECONDS, NOISE_HOP_SECONDS = 0.256, 0.064
-NOISE_HARMONICS, NOISE_CENTS, NOISE_RELEASE = 8, 60.0, 0.25
+NOISE_HARMONICS, NOISE_CENTS, NOISE_RELEASE = partials.HARMONICS, partials.CENTS, partials.RELEASE
 NOISE_QUIET_DB, NOISE_MIN_DB = -70.0, -60.0
 
 
@@ -191,38 +193,28 @@ def noise_floor_db(audio: np.ndarray, notes: Notes, sample_rate: int) -> float |
     n_fft = int(round(NOISE_SECONDS * sample_rate))
     hop = int(round(NOISE_HOP_SECONDS * sample_rate))
     power = stft_magnitude(x, n_fft, hop) ** 2  # frame i is centred on sample i * hop
-    freqs = np.arange(power.shape[1]) * sample_rate / n_fft
     centre = np.arange(len(power)) * hop / sample_rate
-    half = NOISE_SECONDS / 2
     start = np.asarray(notes.start, dtype=np.float64)
-    end = np.asarray(notes.end, dtype=np.float64) + NOISE_RELEASE
+    end = np.asarray(notes.end, dtype=np.float64)
     pitch = np.asarray(notes.pitch)
     ratio = np.full(len(power), np.nan)
     full_scale = (n_fft / 4) ** 2  # a full-scale sine's peak bin power with a Hann window
-    lobe = 2.0 * sample_rate / n_fft  # the Hann window's main-lobe half width, Hz
-    k = np.arange(1, NOISE_HARMONICS + 1)
     for i in range(len(power)):
-        sounding = (start < centre[i] + half) & (end > centre[i] - half)
-        if not sounding.any():
+        playing = partials.sounding(start, end, centre[i], NOISE_SECONDS / 2, NOISE_RELEASE)
+        if not playing.any():
             continue
         total = power[i].sum()
         if 10 * np.log10(max(total, 1e-30) / full_scale) < NOISE_QUIET_DB:
             ratio[i] = 10 ** (NOISE_MIN_DB / 10)
             continue
-        f = (midi_to_hz(np.unique(pitch[sounding]))[:, None] * k[None, :]).ravel()
-        f = f[f < sample_rate / 2]
-        width = np.maximum(f * (2 ** (NOISE_CENTS / 1200) - 1), lobe)
-        near = (np.abs(freqs[None, :] - f[:, None]) <= width[:, None]).any(axis=0)
+        near = partials.near_partials(pitch[playing], sample_rate, n_fft, NOISE_HARMONICS,
+                                      NOISE_CENTS)
         ratio[i] = max(power[i][~near].sum() / total, 10 ** (NOISE_MIN_DB / 10))
     judged = ratio[~np.isnan(ratio)]
     return float(np.mean(10 * np.log10(judged))) if len(judged) else None
 
 
 # --- notes ----------------------------------------------------------------------------------
-
-
-def midi_to_hz(pitch) -> np.ndarray:
-    return 440.0 * 2.0 ** ((np.asarray(pitch, dtype=np.float64) - 69.0) / 12.0)
 
 
 def note_arrays(notes: Notes) -> tuple[np.ndarray, np.ndarray]:

@@ -114,7 +114,7 @@ def evaluate(
     checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *,
     split: str = "test", segments: int = 100, excerpts: int = 4, seconds: float = 10.0,
     temperature: float = 1.0, seed: int = 0, batch_size: int = 3, device: str = "cpu",
-    floor: float = 0.0,
+    floor: float = 0.0, postfilter: float = 1.0,
     transcribe: bool = True, soundfont: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -137,6 +137,8 @@ def evaluate(
     if temperature < 0:
         raise DeepSynthError(f"--temperature must be >= 0, got {temperature}")
     check_floor(floor)
+    if not 0 <= postfilter <= 1:  # NaN too
+        raise DeepSynthError(f"--postfilter must be a number from 0 to 1, got {postfilter}")
     if batch_size < 1:
         raise DeepSynthError(f"--batch-size must be >= 1, got {batch_size}")
     ckpt = Path(checkpoint)
@@ -164,7 +166,8 @@ def evaluate(
                  "songs": sum(s["split"] == split for s in manifest["songs"]),
                  "sample_rate": manifest["sample_rate"]},
         "settings": {"segments": segments, "excerpts": excerpts, "seconds": seconds,
-                     "temperature": temperature, "floor": floor, "seed": seed,
+                     "temperature": temperature, "floor": floor, "postfilter": postfilter,
+                     "seed": seed,
                      "batch_size": batch_size,
                      "device": device},
         "transcriber": {"available": judge is None, "name": "basic-pitch 0.4.0 (ONNX)",
@@ -185,8 +188,8 @@ def evaluate(
     report["excerpts"] = []
     if chosen:
         report["reference_soundfont"] = {"path": str(sf_path), "note": sf_note}
-        report["excerpts"] = _excerpts(model, data, out, chosen, (temperature, floor), seed,
-                                       judge is None, sf_path, report, log)
+        report["excerpts"] = _excerpts(model, data, out, chosen, (temperature, floor, postfilter),
+                                       seed, judge is None, sf_path, report, log)
     rows = report["excerpts"]
     report["distances"] = mean_distances([r["distances"] for r in rows])
     report["noise_floor_db"] = None if not rows else {
@@ -218,8 +221,8 @@ def _excerpts(model, data, out: Path, chosen, sampling, seed, judged: bool, sf_p
     windows = [Window(ex.start - ex.context_start, ex.length) for ex in chosen]
     _log(log, f"generating {len(chosen)} excerpts x {chosen[0].seconds:g} s (batched) ..")
     t0 = time.perf_counter()
-    temperature, floor = sampling
-    audio = generate(model, sources, windows, temperature, seed, floor=floor)
+    temperature, floor, gain = sampling
+    audio = generate(model, sources, windows, temperature, seed, floor=floor, postfilter=gain)
     gen_s = time.perf_counter() - t0
     report["generation"] = {"seconds": gen_s, "samples": int(sum(w.length for w in windows)),
                             "samples_per_s": sum(w.length for w in windows) / max(gen_s, 1e-9),
@@ -330,7 +333,8 @@ def render_markdown(r: dict) -> str:
            f"- data: `{d['store']}`, {d['split']} split ({d['songs']} songs, "
            f"{d['sample_rate']} Hz)",
            f"- settings: {s['segments']} segments, {s['excerpts']} excerpts of {s['seconds']:g} s,"
-           f" temperature {s['temperature']:g}, floor {s.get('floor', 0):g}, seed {s['seed']}",
+           f" temperature {s['temperature']:g}, floor {s.get('floor', 0):g}, post-filter"
+           f" {s.get('postfilter', 1):g}, seed {s['seed']}",
            f"- written {r['created']} in {r.get('seconds_taken', 0):.0f} s", ""]
     tr = r["transcriber"]
     if not tr["available"]:

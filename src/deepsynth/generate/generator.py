@@ -26,6 +26,7 @@ from deepsynth.errors import DeepSynthError
 from deepsynth.generate import keycond
 from deepsynth.generate.defaults import MAX_FLOOR
 from deepsynth.generate.fused import FusedDecoderState, pack_decoder
+from deepsynth.generate.postfilter import HarmonicFilter, window_notes
 from deepsynth.generate.sources import VideoSource
 from deepsynth.layout import N_KEYS
 from deepsynth.model.deepsynth import DeepSynth
@@ -172,10 +173,14 @@ def generate(
     on_chunk: Callable[[list[np.ndarray]], None] | None = None,
     device: str = "cpu",
     floor: float = 0.0,
+    postfilter: float = 1.0,
 ) -> list[np.ndarray]:
     """Generate int16 audio for each source (as one batch). `floor`: the sampler's probability
-    floor (see the output distribution; 0: plain sampling). `on_chunk` receives each new chunk
-    (one int16 array per source, already cut to its window) as soon as it is generated.
+    floor (see the output distribution; 0: plain sampling). `postfilter`: the harmonic
+    post-filter's gain away from the notes the video shows (`postfilter.py`; 1: off, the
+    model's raw output). `on_chunk` receives each new chunk (one int16 array per source, already
+    cut to its window) as soon as it is generated (post-filtered: all but its last ~64 ms, which
+    come with the next chunk; the last call brings the rest).
     `seed`: one for every input, or one per input; an input's audio depends only on its own
     seed and content, not on the batch. `model` is left as it was (see `inference_model`).
 
@@ -187,7 +192,7 @@ def generate(
     torch.set_num_threads(1)
     try:
         return _generate(model, sources, windows, temperature, seed, chunk, on_chunk, device,
-                         floor)
+                         floor, postfilter)
     finally:
         torch.set_num_threads(threads)
 
@@ -199,7 +204,8 @@ def check_floor(floor: float) -> float:
     return float(floor)
 
 
-def _generate(model, sources, windows, temperature, seed, chunk, on_chunk, device, floor):
+def _generate(model, sources, windows, temperature, seed, chunk, on_chunk, device, floor,
+              gain):
     model = inference_model(model)
     seeds = [seed] * len(sources) if isinstance(seed, int | np.integer) else list(seed)
     if len(seeds) != len(sources):
@@ -211,6 +217,13 @@ def _generate(model, sources, windows, temperature, seed, chunk, on_chunk, devic
         if not 0 <= int(s) < 2**32:
             raise DeepSynthError(f"seed must be from 0 to {2**32 - 1}, got {s}")
     windows = list(windows or [Window(0, s.n_samples) for s in sources])
+    filters = [None] * len(sources)
+    if not 0.0 <= gain <= 1.0:  # NaN too
+        raise DeepSynthError(f"post-filter gain must be a number from 0 to 1, got {gain}")
+    if gain < 1.0:
+        sr = model.cfg.audio.sample_rate
+        filters = [HarmonicFilter(window_notes(s, w.start, w.length, model.layout), sr, gain)
+                   for s, w in zip(sources, windows, strict=True)]
     conditioner = Conditioner(model, [frame_features(model, s) for s in sources])
     total = max(w.length for w in windows)
     step = chunk_length(model, len(sources), chunk)
@@ -226,8 +239,16 @@ def _generate(model, sources, windows, temperature, seed, chunk, on_chunk, devic
         for b, w in enumerate(windows):
             keep = max(0, min(n, w.length - t))
             pcm = float_to_int16(model.output.decode(classes[b, :keep]))
+            if filters[b] is not None:
+                pcm = filters[b].feed(pcm)
             outputs[b].append(pcm)
             pieces.append(pcm)
+        if on_chunk is not None:
+            on_chunk(pieces)
+    if gain < 1.0:  # the post-filter's last samples
+        pieces = [f.finish() for f in filters]
+        for out, piece in zip(outputs, pieces, strict=True):
+            out.append(piece)
         if on_chunk is not None:
             on_chunk(pieces)
     return [np.concatenate(o) if o else np.zeros(0, np.int16) for o in outputs]
