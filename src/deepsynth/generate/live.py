@@ -25,6 +25,7 @@ stream needed it (an underrun otherwise, against an output delay of `max_latency
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import sys
@@ -756,9 +757,13 @@ class Session:
         end = self.source.end()
         interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL)  # the decoder's thread waits less for the GIL
+        # the objects made so far (torch, the model) out of the collector's full passes: one of
+        # those took ~90 ms mid-session (measured), a stall of dozens of blocks
+        gc.freeze()
         try:
             return self._run(end)
         finally:
+            gc.unfreeze()
             sys.setswitchinterval(interval)
 
     def _run(self, end: int | None) -> dict:
