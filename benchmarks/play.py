@@ -77,7 +77,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--core", type=int, default=(os.cpu_count() or 1) - 1,
                     help="the one core to run on (default: the last)")
-    ap.add_argument("--no-background", action="store_true")
+    ap.add_argument("--background", action="store_true",
+                    help="the conditioning in a thread of its own (play --background)")
     ap.add_argument("--only", nargs="+", choices=("real", "cpu", "offline"),
                     default=["real", "cpu", "offline"])
     args = ap.parse_args()
@@ -91,7 +92,7 @@ def main() -> None:
     sr = synth.sample_rate
     changes = open_input(args.midi, sr).changes
     n = min(int(args.seconds * sr), changes.n_samples)
-    background = not args.no_background
+    background = args.background
     record = {
         "piece": str(args.midi.name), "seconds": n / sr, "block": args.block,
         "block_ms": args.block / sr * 1000, "lookahead_samples": synth.model.lookahead,
