@@ -65,7 +65,8 @@ def test_equals_the_torch_computation(preset):
         # the layers that do not read the conditioning are zeros, as the projections give
         silent = [i for i in range(ref.shape[1]) if i not in set(packed.layers.tolist())]
         assert np.all(got[:, silent] == 0) and np.all(ref[:, silent] == 0)
-    assert (len(packed.layers) == model.cfg.cond_layers) if preset == "small" else True
+    if preset == "small":  # conditioned in its first blocks only: the others are left out
+        assert len(packed.layers) == model.cfg.cond_layers < packed.n_layers
 
 
 def test_bit_identical_whatever_the_chunks():

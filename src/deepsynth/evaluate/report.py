@@ -126,7 +126,7 @@ def evaluate(
     from deepsynth.evaluate.excerpts import store_soundfont
     from deepsynth.evaluate.teacher import check_store_matches, teacher_forced_scores
     from deepsynth.evaluate.transcriber import missing_reason
-    from deepsynth.generate.generator import check_floor
+    from deepsynth.generate.generator import check_floor, check_postfilter
 
     if split not in SPLITS:
         raise DeepSynthError(f"unknown split {split!r} (one of {', '.join(SPLITS)})")
@@ -137,8 +137,7 @@ def evaluate(
     if temperature < 0:
         raise DeepSynthError(f"--temperature must be >= 0, got {temperature}")
     check_floor(floor)
-    if not 0 <= postfilter <= 1:  # NaN too
-        raise DeepSynthError(f"--postfilter must be a number from 0 to 1, got {postfilter}")
+    check_postfilter(postfilter)
     if batch_size < 1:
         raise DeepSynthError(f"--batch-size must be >= 1, got {batch_size}")
     ckpt = Path(checkpoint)

@@ -103,7 +103,7 @@ class Conditioner:
         of fewer than MIN_CONDITION samples is computed as one of MIN_CONDITION and cut, since
         the CPU's matrix products round a handful of rows differently (measured: 1..7). Key
         features alone go through the compiled loop (`keycond`: exact for any chunk, a few
-        microseconds a call beyond its samples)."""
+        ~0.15 ms a call beyond its samples)."""
         m = max(n, MIN_CONDITION)
         if self.packed is not None:
             skip = len(rows) - m - self.model.lookahead
@@ -204,6 +204,13 @@ def check_floor(floor: float) -> float:
     return float(floor)
 
 
+def check_postfilter(gain: float) -> float:
+    """The post-filter's gain, checked: a number from 0 to 1 (DeepSynthError otherwise)."""
+    if not 0.0 <= gain <= 1.0:  # NaN too
+        raise DeepSynthError(f"post-filter gain must be a number from 0 to 1, got {gain}")
+    return float(gain)
+
+
 def _generate(model, sources, windows, temperature, seed, chunk, on_chunk, device, floor,
               gain):
     model = inference_model(model)
@@ -213,13 +220,12 @@ def _generate(model, sources, windows, temperature, seed, chunk, on_chunk, devic
     if not 0 <= temperature <= 100:  # NaN too: it would sample a constant full-scale signal
         raise DeepSynthError(f"temperature must be a number from 0 to 100, got {temperature}")
     check_floor(floor)
+    check_postfilter(gain)
     for s in seeds:
         if not 0 <= int(s) < 2**32:
             raise DeepSynthError(f"seed must be from 0 to {2**32 - 1}, got {s}")
     windows = list(windows or [Window(0, s.n_samples) for s in sources])
     filters = [None] * len(sources)
-    if not 0.0 <= gain <= 1.0:  # NaN too
-        raise DeepSynthError(f"post-filter gain must be a number from 0 to 1, got {gain}")
     if gain < 1.0:
         sr = model.cfg.audio.sample_rate
         filters = [HarmonicFilter(window_notes(s, w.start, w.length, model.layout), sr, gain)

@@ -17,7 +17,8 @@ Every output sample is computed by the same loop in the same order from the fram
 alone, so the numbers are bit-identical whatever the chunk it is computed in, even one sample:
 the live generator and `generate` share this code. They equal the torch computation
 (`KeyFeatures.forward`, then the projections) up to float32 rounding (tests/test_keycond.py).
-A call costs microseconds beyond its samples, where the torch one pays ~100 small operations.
+A call costs ~0.15 ms beyond its samples (measured: 1 and 33 samples, 0.14 and 0.18 ms), where
+the torch one paid ~100 small operations (~12 ms on the loaded machine).
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ transcription F1 and the log-mel distance are the independent checks.
 It looks 64 ms ahead, so it is for offline audio (synthesize, the API, the demo, evaluate);
 live play (`deepsynth play`) gives the model's raw output, which `synthesize --postfilter 1`
 gives too. It runs as the audio is generated (`HarmonicFilter.feed`), its memory bounded by a
-chunk, and costs about 1 % of the generation time.
+chunk, and costs about 5 % of the generation time (evaluate's 8 excerpts in one batch: 54,462
+samples/s raw, 51,841 post-filtered).
 """
 
 from __future__ import annotations
