@@ -134,6 +134,22 @@ PRESETS: dict[str, Preset] = {
         "phase-locked to the press, summed over 8 registers",
         SMALL_AHEAD,
     ),
+    **{
+        f"small-{layers}x{ch}": Preset(
+            dataclasses.replace(
+                SMALL_PAPER, learned_video=False, cond_layers=3,
+                keys=dataclasses.replace(SMALL_KEYS, harmonics=3),
+                decoder=StackConfig(layers=layers, residual_channels=ch, skip_channels=2 * ch)),
+            1e-4,
+            f"small with a {layers}x{ch} decoder (skip {2 * ch}), for the CPU model-size "
+            f"ablation (issue 17): {what}",
+            SMALL_AHEAD,
+        )
+        for layers, ch, what in [
+            (18, 32, "two cycles of dilations, receptive field 1,023 samples, ~1.5x the step"),
+            (12, 48, "1.5x the width, ~2.2x the step"),
+        ]
+    },
     "small-video": Preset(
         dataclasses.replace(SMALL_PAPER, keys=dataclasses.replace(SMALL_KEYS, harmonics=3)),
         1e-4,
