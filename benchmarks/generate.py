@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -122,51 +124,80 @@ STARTUP = """
 import sys, time, json
 t = {"spawn": float(sys.argv[2])}
 t["python"] = time.time()
-import deepsynth
-from deepsynth.generate.generator import Window, generate
+from deepsynth.api import checkpoint_path, open_input, source_window
+from deepsynth.generate import packed
 t["imports"] = time.time()
-synth = deepsynth.load()
+pack = packed.cached(checkpoint_path(None))  # what synthesize does on the CPU
+if pack is None:
+    from deepsynth.checkpoint import load_checkpoint
+    from deepsynth.generate.generator import generate
+    model, payload = load_checkpoint(checkpoint_path(None))
+    packed.store(model, checkpoint_path(None), payload.get("extra"))
 t["checkpoint"] = time.time()
-from deepsynth.api import open_input, source_window
-src = open_input(sys.argv[1], synth.sample_rate)
+sr = pack.sample_rate if pack else model.cfg.audio.sample_rate
+src = open_input(sys.argv[1], sr)
 win = source_window(src, 0.0, 1.0)
 t["input"] = time.time()
 first = []
-generate(synth.model, [src], [win], synth.temperature, chunk=64,
-         on_chunk=lambda _: first or first.append(time.time()))
+hook = lambda _: first or first.append(time.time())
+if pack is not None:
+    packed.generate_packed(pack, [src], [win], 0.6, chunk=64, floor=0.005, on_chunk=hook)
+else:
+    generate(model, [src], [win], 0.6, chunk=64, floor=0.005, on_chunk=hook)
 t["first_samples"] = first[0]
 t["done"] = time.time()
+t["packed"] = pack is not None
+t["torch_imported"] = "torch" in sys.modules
 print(json.dumps(t))
 """
 
 
-def startup(repeats: int = 3) -> dict:
+def startup(repeats: int = 3, cold: bool = False) -> dict:
     """Seconds from spawning a fresh interpreter to the first 64 generated samples of a 1 s
-    synthesize of the demo piece (MIDI) with the shipped model, by phase; the median run."""
+    synthesize of the demo piece (MIDI) with the shipped model, by phase; the median run.
+    Warm (default): the shipped model's pack is in the cache (made here first if need be), so
+    torch is not imported (generate/packed.py); `cold`: an empty cache, as on a first run,
+    which loads the model with torch and writes the pack."""
     from deepsynth.sim.compose import write_demo_midi
 
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         midi = Path(tmp) / "demo.mid"
         write_demo_midi(midi)
-        for _ in range(repeats):
+        env = dict(os.environ)
+        if cold:
+            env["DEEPSYNTH_CACHE"] = str(Path(tmp) / "cache")
+        for i in range(repeats + (0 if cold else 1)):
+            if cold:
+                shutil.rmtree(Path(tmp) / "cache", ignore_errors=True)
             spawn = time.time()
             out = subprocess.run([sys.executable, "-c", STARTUP, str(midi), repr(spawn)],
-                                 capture_output=True, text=True, check=True).stdout
+                                 capture_output=True, text=True, check=True, env=env).stdout
             t = json.loads(out)
+            if not cold and i == 0:
+                continue  # the run that makes sure the pack is cached
+            flags = {k: t.pop(k) for k in ("packed", "torch_imported")}
             names = list(t)
             runs.append({b: round(t[b] - t[a], 3) for a, b in zip(names, names[1:], strict=False)}
-                        | {"to_first_samples": round(t["first_samples"] - t["spawn"], 3)})
+                        | {"to_first_samples": round(t["first_samples"] - t["spawn"], 3)}
+                        | flags)
     runs.sort(key=lambda r: r["to_first_samples"])
     return runs[len(runs) // 2]
 
 
 def startup_figures() -> dict:
-    s = startup()
-    phases = ", ".join(f"{k} {v:.2f}" for k, v in s.items() if k != "to_first_samples")
-    print(f"start-up of a 1 s synthesize (MIDI, shipped model): {s['to_first_samples']:.2f} s "
-          f"to the first samples (target < 1 s): {phases}")
-    return {f"startup_{k}_s": v for k, v in s.items()}
+    out = {}
+    for cold in (False, True):
+        s = startup(cold=cold)
+        phases = ", ".join(f"{k} {v:.2f}" for k, v in s.items()
+                           if k not in ("to_first_samples", "packed", "torch_imported"))
+        what = "first run, empty cache" if cold else "model packed in the cache"
+        print(f"start-up of a 1 s synthesize (MIDI, shipped model; {what}): "
+              f"{s['to_first_samples']:.2f} s to the first samples (target < 1 s): {phases}; "
+              f"torch imported: {s['torch_imported']}")
+        out |= {f"startup{'_cold' if cold else ''}_{k}_s" if k not in ("packed", "torch_imported")
+                else f"startup{'_cold' if cold else ''}_{k}": v for k, v in s.items()}
+    return out
 
 
 def batch_figures(batches: tuple[int, ...] = (1, 4, 8)) -> dict:

@@ -64,7 +64,10 @@ def session(synth, changes, n: int, clock, block: int, seed: int, background: bo
 def brief(report: dict) -> str:
     lat, head = report["latency_ms"], report["headroom"]
     return (f"latency p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} ms; "
-            f"underruns {report['underruns']} of {report['blocks']} blocks; headroom mean "
+            f"underruns {report['underruns']} of {report['blocks']} blocks"
+            + (f" ({report['underruns_stalled']} stalled, {report['off_cpu_ms']} ms off the "
+               "core)" if "underruns_stalled" in report else "")
+            + f"; headroom mean "
             f"{head.get('mean')} p99 {head.get('p99')}; {report['cpu_x_real_time']}x real time "
             "(CPU)")
 
@@ -79,6 +82,8 @@ def main() -> None:
                     help="the one core to run on (default: the last)")
     ap.add_argument("--background", action="store_true",
                     help="the conditioning in a thread of its own (play --background)")
+    ap.add_argument("--spin", default="all",
+                    help="the real clock's polling before each deadline: 'all' or ms (0: sleep)")
     ap.add_argument("--only", nargs="+", choices=("real", "cpu", "offline"),
                     default=["real", "cpu", "offline"])
     args = ap.parse_args()
@@ -93,17 +98,18 @@ def main() -> None:
     changes = open_input(args.midi, sr).changes
     n = min(int(args.seconds * sr), changes.n_samples)
     background = args.background
+    spin = None if args.spin == "all" else float(args.spin) / 1000.0
     record = {
         "piece": str(args.midi.name), "seconds": n / sr, "block": args.block,
         "block_ms": args.block / sr * 1000, "lookahead_samples": synth.model.lookahead,
-        "background": background, "seed": args.seed, "core": args.core,
+        "background": background, "seed": args.seed, "core": args.core, "spin": args.spin,
         "python": platform.python_version(), "torch": torch.__version__,
         "load_average_before": [round(v, 2) for v in os.getloadavg()],
         "key_changes": int(np.sum(changes.starts < n)),
     }
     audio = {}
     if "real" in args.only:
-        rep, audio["real"] = session(synth, changes, n, live.RealClock(), args.block, args.seed,
+        rep, audio["real"] = session(synth, changes, n, live.RealClock(spin), args.block, args.seed,
                                      background)
         record["real"] = rep
         print("real time:", brief(rep), f"(load {record['load_average_before']})", flush=True)

@@ -18,6 +18,21 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def packed_model_cache(tmp_path_factory):
+    """The packed models `synthesize` caches (generate/packed.py) go to a folder of the test
+    session's, not the user's cache (subprocesses inherit it)."""
+    import os
+
+    before = os.environ.get("DEEPSYNTH_CACHE")
+    os.environ["DEEPSYNTH_CACHE"] = str(tmp_path_factory.mktemp("deepsynth-cache"))
+    yield
+    if before is None:
+        os.environ.pop("DEEPSYNTH_CACHE", None)
+    else:
+        os.environ["DEEPSYNTH_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def store(tmp_path_factory):
     """A tiny built store the training tests share (read only): 4 toy songs, split seed 4

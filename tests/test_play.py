@@ -142,6 +142,62 @@ def test_latency_accounting_on_a_simulated_clock(synth, piece):
     assert late["underruns"] == late["blocks"] and late["late_blocks_first"][:2] == [0, 64]
 
 
+def test_real_clock_waits_until_the_deadline_or_the_wake_event():
+    """Polling (spin=None), sleeping then polling, and sleeping alone all reach the deadline and
+    not far past it; an input's wake event ends the wait at once."""
+    import threading
+    import time
+
+    for spin in (None, 0.002, 0.0):
+        clock = live.RealClock(spin)
+        clock.start()
+        clock.wait(0.03)
+        assert 0.03 <= clock.now() < 0.5
+        wake = threading.Event()
+        threading.Timer(0.02, wake.set).start()
+        clock.wait(clock.now() + 5.0, wake)  # a message arrives after 20 ms
+        assert clock.now() < 2.0 and not wake.is_set()
+        wake.set()  # one that came before the wait: no wait
+        began = time.perf_counter()
+        clock.wait(clock.now() + 5.0, wake)
+        assert time.perf_counter() - began < 1.0 and not wake.is_set()
+    with pytest.raises(ValueError, match="spin"):
+        live.RealClock(-0.001)
+
+
+def test_meter_counts_late_blocks_the_system_stalled():
+    """A late block is 'stalled' when the decoder's thread was off the processor, since its first
+    sample was due, for at least its lateness; other late blocks are not."""
+    m = live.Meter(sample_rate=SR, block=4, delay=40)  # the output runs 10 ms behind
+    m.block_done(0, 4, 0.0001, 0.005, off_cpu=0.0)  # on time (due at 10 ms)
+    m.block_done(4, 4, 0.0001, 0.006, off_cpu=0.0)
+    # due at 12 ms, ready at 16 ms: 4 ms late, after 6 ms off the core
+    m.block_done(8, 4, 0.0001, 0.016, off_cpu=0.006)
+    m.block_done(12, 4, 0.0001, 0.0165, off_cpu=0.006)  # due at 13 ms: the same stall
+    m.block_done(96, 4, 0.0001, 0.030, off_cpu=0.006)  # on time
+    # due at 35 ms, ready at 37: late with no time off the core since its first sample's time
+    m.block_done(100, 4, 0.0001, 0.037, off_cpu=0.006)
+    rep = m.report()
+    assert rep["underruns"] == 3 and rep["late_blocks_first"] == [8, 12, 100]
+    assert rep["underruns_stalled"] == 2 and rep["off_cpu_ms"] == 6.0
+    assert "underruns_stalled" not in live.Meter(SR, 4, 40).report()  # not on the wall clock
+
+
+def test_real_time_session_equals_offline_and_accounts_its_stalls(synth, piece):
+    """On the wall clock (polling), a short piece: the same audio as offline, the stalls
+    counted among the underruns."""
+    starts, states, _ = piece
+    n = 1200  # 0.3 s
+    piece = (starts[starts < n], states[starts < n], n)
+    out = Collect()
+    with LiveGenerator(synth.model, 0.8, 3, block=4, floor=synth.floor) as gen:
+        gen.warm_up()
+        rep = Session(gen, ChangesInput(*piece), [out], live.RealClock()).run()
+    assert np.array_equal(out.audio, offline(synth, piece, 3))
+    assert 0 <= rep["underruns_stalled"] <= rep["underruns"] <= rep["blocks"] == n // 4
+    assert rep["off_cpu_ms"] >= 0
+
+
 def test_changes_that_come_too_late_are_refused(synth):
     with LiveGenerator(synth.model, 0.8, 0, block=16) as gen:
         gen.add_change(0, np.eye(88, dtype=bool)[30])  # at sample 0, before anything is made
@@ -324,6 +380,10 @@ def test_cli_play_one_line_errors(song, tmp_path, capsys, monkeypatch):
                    "--null")
     one_line_error(capsys, ["play", "--midi-file", str(song), "--null", "--block", "0"],
                    "--block")
+    one_line_error(capsys, ["play", "--midi-file", str(song), "--null", "--spin", "-1"],
+                   "--spin")
+    one_line_error(capsys, ["play", "--midi-file", str(song), "--null", "--clock", "cpu",
+                            "--spin", "1"], "--spin")
     one_line_error(capsys, ["play", "--midi-file", str(song), "--null", "-o",
                             str(tmp_path / "x.mp3")], ".wav")
     monkeypatch.setitem(sys.modules, "rtmidi", None)  # the live extra is not installed

@@ -30,7 +30,7 @@ from deepsynth.errors import DeepSynthError
 from deepsynth.generate.defaults import POSTFILTER_GAIN
 
 if TYPE_CHECKING:
-    from deepsynth.generate.generator import Window
+    from deepsynth.generate.core import Window
     from deepsynth.generate.live import LiveGenerator
     from deepsynth.generate.sources import VideoSource
     from deepsynth.layout import KeyboardLayout
@@ -78,7 +78,7 @@ def recommended_temperature(requested: float | None, payload: dict[str, Any]) ->
 def recommended_floor(requested: float | None, payload: dict[str, Any]) -> float:
     """The sampling floor asked for, else the one recorded in the checkpoint at export, else 0
     (plain sampling)."""
-    from deepsynth.generate.generator import check_floor
+    from deepsynth.generate.core import check_floor
 
     if requested is None:
         try:  # a checkpoint's bad record is not used
@@ -91,7 +91,7 @@ def recommended_floor(requested: float | None, payload: dict[str, Any]) -> float
 def source_window(source: VideoSource, start: float = 0.0, duration: float | None = None) -> Window:
     """The samples of `source` from `start` seconds, `duration` seconds long (None: to its end;
     cut at its end)."""
-    from deepsynth.generate.generator import Window
+    from deepsynth.generate.core import Window
 
     sr = source.sample_rate
     if not 0 <= start < float("inf"):

@@ -81,9 +81,9 @@ def cmd_synthesize(args) -> int:
     _check_output(args)
     from tqdm import tqdm
 
-    from deepsynth.api import open_input, source_window
+    from deepsynth.api import checkpoint_path, open_input, source_window
     from deepsynth.audio import StreamingWavWriter
-    from deepsynth.generate.generator import generate
+    from deepsynth.generate import packed
     from deepsynth.generate.outputs import write_mp4
 
     if args.device == "cuda":
@@ -91,10 +91,19 @@ def cmd_synthesize(args) -> int:
 
         if not torch.cuda.is_available():
             raise DeepSynthError("--device cuda: no CUDA device is available here")
-    model, payload, ckpt = load_model(args.checkpoint)
+    # on the CPU, a model packed before (a cache file named after the checkpoint's SHA-256)
+    # generates without importing torch, the same audio (generate/packed.py)
+    pack = packed.cached(checkpoint_path(args.checkpoint)) if args.device == "cpu" else None
+    if pack is not None:
+        model, payload, ckpt = None, {"extra": pack.extra}, checkpoint_path(args.checkpoint)
+        sr = pack.sample_rate
+    else:
+        model, payload, ckpt = load_model(args.checkpoint)
+        if args.device == "cpu":  # for the next run
+            packed.store(model, ckpt, payload.get("extra"))
+        sr = model.cfg.audio.sample_rate
     args.temperature = sampling_temperature(args.temperature, payload)
     args.floor = sampling_floor(args.floor, payload)
-    sr = model.cfg.audio.sample_rate
     sources = [open_input(p, sr) for p in args.inputs]
     for src in sources:
         for warning in src.warnings:
@@ -127,9 +136,16 @@ def cmd_synthesize(args) -> int:
             bar.set_postfix_str(f"{rate / sr:.1f}x real time")
 
         try:
-            audio = generate(model, sources, windows, args.temperature, args.seed,
-                             on_chunk=on_chunk, device=args.device, floor=args.floor,
-                             postfilter=args.postfilter)
+            if pack is not None:
+                audio = packed.generate_packed(pack, sources, windows, args.temperature,
+                                               args.seed, on_chunk=on_chunk, floor=args.floor,
+                                               postfilter=args.postfilter)
+            else:
+                from deepsynth.generate.generator import generate
+
+                audio = generate(model, sources, windows, args.temperature, args.seed,
+                                 on_chunk=on_chunk, device=args.device, floor=args.floor,
+                                 postfilter=args.postfilter)
         except KeyboardInterrupt:
             bar.close()
             kept = [str(t) for t, w in zip(targets, wavs, strict=True)

@@ -64,6 +64,10 @@ def _check(args) -> None:
                              "--midi-file")
     if args.threads is not None and args.threads < 1:
         raise DeepSynthError(f"--threads must be at least 1, got {args.threads}")
+    if args.spin is not None and not args.spin >= 0:
+        raise DeepSynthError(f"--spin must be 0 ms or more, got {args.spin}")
+    if args.spin is not None and args.clock != "real":
+        raise DeepSynthError(f"--spin is for the real clock, not --clock {args.clock}")
 
 
 @contextlib.contextmanager
@@ -129,8 +133,10 @@ def cmd_play(args) -> int:
         what = f"MIDI port {source.name!r}"
 
     sinks, card = [], None
-    clock = {"real": live.RealClock, "simulated": live.SimulatedClock,
-             "cpu": live.CpuClock}[args.clock]()
+    if args.clock == "real":
+        clock = live.RealClock(None if args.spin is None else args.spin / 1000.0)
+    else:
+        clock = {"simulated": live.SimulatedClock, "cpu": live.CpuClock}[args.clock]()
     status_on = not args.quiet and (args.status or sys.stderr.isatty())
 
     def on_status(meter, now) -> None:
@@ -178,7 +184,7 @@ def cmd_play(args) -> int:
     report = {
         "checkpoint": str(ckpt), "input": what, "seed": args.seed, "temperature": temperature,
         "floor": floor,
-        "clock": args.clock, "generated_seconds": round(gen.t / sr, 4),
+        "clock": args.clock, "spin_ms": args.spin, "generated_seconds": round(gen.t / sr, 4),
         "wall_seconds": round(seconds, 3), "lookahead_samples": gen.lookahead,
         "lookahead_ms": round(gen.lookahead / sr * 1000, 4), "horizon": gen.horizon,
         "background": args.background, "interrupted": interrupted,
@@ -203,6 +209,9 @@ def cmd_play(args) -> int:
         if comp.get("count"):
             line += f"; compute {comp['mean']:.0%} of the block time (p99 {comp['p99']:.0%})"
         line += f"; underruns {report['underruns']}"
+        if report["underruns"] and "underruns_stalled" in report:
+            line += (f" ({report['underruns_stalled']} while the system held the core: "
+                     f"{report['off_cpu_ms']:g} ms off it)")
         print(line)
     return 0  # Ctrl-C (or SIGTERM) is how a live session ends
 
@@ -261,6 +270,10 @@ def register(sub) -> None:
                    help="real (default); simulated: no waiting, the timing of a real run "
                    "(checks, with --null); cpu: time is this process's CPU time, as if it "
                    "had a core of its own (measuring on a shared machine, with --null)")
+    p.add_argument("--spin", type=float, default=None, metavar="MS",
+                   help="on the real clock, sleep between blocks and poll only the last MS "
+                   "before each one (default: poll all the time, a busy core: a sleeping "
+                   "core can wake late, by over 10 ms on a virtual machine; 0: sleep)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch and numba threads (default: as they are)")
     p.add_argument("--report", metavar="FILE.json",

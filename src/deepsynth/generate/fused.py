@@ -32,17 +32,30 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 from llvmlite import ir
 from numba import njit, prange
 from numba import types as nbtypes
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from deepsynth.model.output import MuLawSoftmax, OutputDistribution
-from deepsynth.model.wavenet import WaveNetDecoder
+from deepsynth.samplers import sample_softmax
+
+if TYPE_CHECKING:  # packing reads a torch decoder; the kernels and their state need no torch
+    import torch
+
+    from deepsynth.model.wavenet import WaveNetDecoder
+
+
+class Sampling(Protocol):
+    """What the decoder's state needs of an output distribution (`model.output`'s classes, or
+    a packed model's record of them)."""
+
+    silence: int  # the class before the first sample
+    n_uniforms: int  # uniform numbers drawn per sample
+    sample_one: Callable  # the sampler numba compiles (`deepsynth.samplers`)
 
 
 @dataclass
@@ -72,6 +85,8 @@ class PackedDecoder:
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
+    import torch
+
     return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())
 
 
@@ -428,7 +443,7 @@ def _run_lanes_py(
 # the default distribution's kernels, compiled once and cached on disk; of fastmath only
 # "contract" (CONTRACT): each product fused with the add that follows it (one rounding, an fma
 # where the CPU has one), in the one-sequence kernel and in lanes alike; no reordering
-_sample = njit(cache=True, fastmath=True, nogil=True)(MuLawSoftmax.sample_one)
+_sample = njit(cache=True, fastmath=True, nogil=True)(sample_softmax)
 # error_model numpy: no zero-division branch in the gate's p / q (q >= 0.0049), so it vectorizes
 _FLAGS = {"nogil": True, "fastmath": set(CONTRACT), "error_model": "numpy"}
 _run_one = njit(cache=True, **_FLAGS)(_run_one_py)
@@ -442,7 +457,7 @@ def kernels(sample_one: Callable) -> tuple[Callable, Callable, Callable]:
     """(one sequence, batch, batch in lanes) kernels that draw each sample with `sample_one`
     (an output distribution's sampler): the cached ones for the default, else compiled now
     (not cached: numba caches no function whose globals differ from its module's)."""
-    if sample_one is MuLawSoftmax.sample_one:
+    if sample_one is sample_softmax:
         return _run_one, _run_batch, _run_lanes
 
     def rebind(fn, name: str, **names):
@@ -476,7 +491,7 @@ def use_lanes(packed: PackedDecoder, batch: int) -> bool:
 class FusedDecoderState:
     """The decoder's cache for a batch, and the loop over chunks of samples."""
 
-    def __init__(self, packed: PackedDecoder, output: OutputDistribution, batch: int) -> None:
+    def __init__(self, packed: PackedDecoder, output: Sampling, batch: int) -> None:
         self.p = packed
         self.output = output
         self.prev = np.full(batch, output.silence, np.int64)

@@ -1,11 +1,11 @@
-"""Autoregressive generation with an explicit cache, batched, in chunks.
+"""Autoregressive generation of a torch model with an explicit cache, batched, in chunks.
 
-For each chunk of samples: the frame features (the CNN ran once per unique frame, up front) are
-held at audio rate, the conditioning (video encoder, key features) runs in parallel over the
-chunk plus the `condition_context` samples of video it reads before it (the empty keyboard
-before the piece), so the result equals the conditioning over the whole piece; each decoder
-layer's conditioning projection is taken for the chunk, and then the fused decoder steps through
-the chunk sample by sample. Memory is bounded by the chunk, not the piece.
+The loop itself (`core.run`: chunks of conditioning, the fused decoder, sampling, the
+post-filter) needs no torch; here a `DeepSynth` model gives it its conditioning (the frame
+features of each source, the conditioning paths in torch, or the compiled loop of `keycond`
+for a model conditioned on key features alone) and its decoder state (the fused numba kernel
+on the CPU, a CUDA-graphed PyTorch step on a GPU). `packed.py` runs the same loop from a model
+packed into numpy arrays, without importing torch.
 
 Sampling draws its uniform numbers from one random generator per input, seeded from that
 input's seed alone, so an input's audio depends on its seed and content only: the same whatever
@@ -16,47 +16,35 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from deepsynth.audio import float_to_int16
-from deepsynth.errors import DeepSynthError
-from deepsynth.generate import keycond
-from deepsynth.generate.defaults import MAX_FLOOR
+from deepsynth.generate import core, keycond
+from deepsynth.generate.core import (  # noqa: F401  (re-exported: one place for each)
+    CHUNK_SAMPLES,
+    COND_BUDGET_BYTES,
+    MIN_CONDITION,
+    Window,
+    check_floor,
+    check_postfilter,
+    input_rng,
+)
 from deepsynth.generate.fused import FusedDecoderState, pack_decoder
-from deepsynth.generate.postfilter import HarmonicFilter, window_notes
 from deepsynth.generate.sources import VideoSource
 from deepsynth.layout import N_KEYS
 from deepsynth.model.deepsynth import DeepSynth
 
-COND_BUDGET_BYTES = 64 << 20  # per chunk, for the per-layer conditioning of the whole batch
-CHUNK_SAMPLES = (64, 4000)  # the fewest and most samples a chunk holds (a clip, not a rate)
-MIN_CONDITION = 32  # the fewest samples conditioned at a time (see Conditioner.condition)
 
-
-@dataclass(frozen=True)
-class Window:
-    """The samples [start, start + length) of a source to generate."""
-
-    start: int
-    length: int
-
-
-class Conditioner:
-    """Per-layer decoder conditioning for chunks of one or more sources (numpy float32).
-
-    Before its first sample a piece shows the empty keyboard (as training items do), so the
-    conditioning near the start sees `condition_context` samples of it: a key down at sample 0
-    is a press there too."""
+class Conditioner(core.ChunkConditioner):
+    """Per-layer decoder conditioning for chunks of one or more sources (numpy float32), from
+    a torch model: `features`, per source, each conditioning path's rows of its unique frames
+    (see `frame_features`); the empty keyboard's rows are appended here."""
 
     def __init__(self, model: DeepSynth, features: Sequence[list[torch.Tensor] | None]) -> None:
-        """`features`: per source, each conditioning path's rows of its unique frames."""
         self.model = model
         conditioned = model.conditioned
-        self.context = model.condition_context
-        self.hop = model.condition_hop
         self.empty = None  # each path's row of the empty keyboard (shown before the piece)
         if conditioned:  # one more row per path: the features of the empty keyboard
             with torch.no_grad():
@@ -64,38 +52,19 @@ class Conditioner:
                     model.layout.render(np.zeros((1, N_KEYS), dtype=bool))))
             features = [[torch.cat([f, e]) for f, e in zip(fs, self.empty, strict=True)]
                         for fs in features]
-        self.features = features
+        super().__init__(features if conditioned else None, model.condition_context,
+                         model.condition_hop, model.lookahead)
         # (L, 2R, C): each layer's 1x1 projection of the conditioning
         self.proj = model.decoder.stack.cond_weights() if conditioned else None
         # key features alone (the shipped model): the compiled loop, projections composed
-        self.packed = keycond.pack(model) if conditioned and keycond.supports(model) else None
+        self.packed = None
+        if conditioned and keycond.supports(model):
+            self.packed = keycond.pack(model)
+            self._keys = core.KeyConditioner(self.packed, [], self.context, self.hop,
+                                             self.lookahead)
 
     @torch.no_grad()
-    def chunk(
-        self, sources: Sequence[VideoSource], starts: Sequence[int], n: int
-    ) -> np.ndarray | None:
-        """(B, n, L, 2R) for samples [start_b, start_b + n) of each source."""
-        if self.proj is None:
-            return None
-        out = []
-        for src, feats, start in zip(sources, self.features, starts, strict=True):
-            lo, hi = self.reads(start, n)
-            idx = src.frame_index(lo, hi)
-            if lo < 0:
-                idx[: -lo] = len(feats[0]) - 1  # before the piece: the empty keyboard
-            out.append(self.condition(feats, idx, n))
-        return torch.stack(out).numpy()
-
-    def reads(self, start: int, n: int) -> tuple[int, int]:
-        """[lo, hi): the samples of video the conditioning of samples [start, start + n) reads
-        (lo on the paths' hop grid, so their blocks stay where they are over the whole piece;
-        before sample 0 the keyboard is empty; at least MIN_CONDITION samples are conditioned,
-        see `condition`). The live generator asks the same."""
-        lo = start - self.context
-        return lo - lo % self.hop, start + max(n, MIN_CONDITION) + self.model.lookahead
-
-    @torch.no_grad()
-    def condition(self, features: list[torch.Tensor], rows: np.ndarray, n: int) -> torch.Tensor:
+    def condition(self, features: list[torch.Tensor], rows: np.ndarray, n: int) -> np.ndarray:
         """(n, L, 2R): the conditioning of samples [start, start + n), `rows` the row of
         `features` shown at each sample of `reads(start, n)`. The paths compute only the
         conditioned samples (the context before them is read for presses), the same numbers as
@@ -104,14 +73,11 @@ class Conditioner:
         the CPU's matrix products round a handful of rows differently (measured: 1..7). Key
         features alone go through the compiled loop (`keycond`: exact for any chunk, a few
         ~0.15 ms a call beyond its samples)."""
-        m = max(n, MIN_CONDITION)
         if self.packed is not None:
-            skip = len(rows) - m - self.model.lookahead
-            levels = np.asarray(features[0])
-            return torch.from_numpy(keycond.condition(
-                self.packed, levels, rows[self.model.lookahead :], skip, n))
+            return self._keys.condition(features, rows, n)
+        m = max(n, MIN_CONDITION)
         cond = self.model.condition_from_features(features, torch.from_numpy(rows)[None], m)
-        return torch.einsum("loc,cn->nlo", self.proj, cond[0])[:n]
+        return torch.einsum("loc,cn->nlo", self.proj, cond[0])[:n].numpy()
 
 
 @torch.no_grad()
@@ -128,11 +94,8 @@ def frame_features(model: DeepSynth, source: VideoSource) -> list[torch.Tensor] 
 
 
 def chunk_length(model: DeepSynth, batch: int, requested: int | None = None) -> int:
-    if requested:
-        return requested
     blocks = model.decoder.stack.blocks
-    per_sample = batch * len(blocks) * blocks[0].conv.out_channels * 4
-    return int(np.clip(COND_BUDGET_BYTES // max(per_sample, 1), *CHUNK_SAMPLES))
+    return core.chunk_samples(batch, len(blocks), blocks[0].conv.out_channels, requested)
 
 
 def decoder_state(model: DeepSynth, batch: int, chunk: int, device: str = "cpu"):
@@ -154,12 +117,6 @@ def inference_model(model: DeepSynth) -> DeepSynth:
         for t in tensors
     )
     return model if ready else copy.deepcopy(model).eval().float().cpu()
-
-
-def input_rng(seed: int) -> np.random.Generator:
-    """The random generator of one input seeded `seed` (the first child of the seed's sequence,
-    as a batch of one has always drawn)."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
 
 
 @torch.no_grad()
@@ -197,67 +154,19 @@ def generate(
         torch.set_num_threads(threads)
 
 
-def check_floor(floor: float) -> float:
-    """The sampling floor, checked: a number from 0 to MAX_FLOOR (DeepSynthError otherwise)."""
-    if not 0 <= floor <= MAX_FLOOR:  # NaN too
-        raise DeepSynthError(f"floor must be a number from 0 to {MAX_FLOOR:g}, got {floor}")
-    return float(floor)
-
-
-def check_postfilter(gain: float) -> float:
-    """The post-filter's gain, checked: a number from 0 to 1 (DeepSynthError otherwise)."""
-    if not 0.0 <= gain <= 1.0:  # NaN too
-        raise DeepSynthError(f"post-filter gain must be a number from 0 to 1, got {gain}")
-    return float(gain)
-
-
 def _generate(model, sources, windows, temperature, seed, chunk, on_chunk, device, floor,
               gain):
     model = inference_model(model)
-    seeds = [seed] * len(sources) if isinstance(seed, int | np.integer) else list(seed)
-    if len(seeds) != len(sources):
-        raise ValueError(f"{len(seeds)} seeds for {len(sources)} sources")
-    if not 0 <= temperature <= 100:  # NaN too: it would sample a constant full-scale signal
-        raise DeepSynthError(f"temperature must be a number from 0 to 100, got {temperature}")
-    check_floor(floor)
-    check_postfilter(gain)
-    for s in seeds:
-        if not 0 <= int(s) < 2**32:
-            raise DeepSynthError(f"seed must be from 0 to {2**32 - 1}, got {s}")
+    seeds = core.check_request(len(sources), temperature, seed, floor, gain)
     windows = list(windows or [Window(0, s.n_samples) for s in sources])
-    filters = [None] * len(sources)
-    if gain < 1.0:
-        sr = model.cfg.audio.sample_rate
-        filters = [HarmonicFilter(window_notes(s, w.start, w.length, model.layout), sr, gain)
-                   for s, w in zip(sources, windows, strict=True)]
     conditioner = Conditioner(model, [frame_features(model, s) for s in sources])
-    total = max(w.length for w in windows)
     step = chunk_length(model, len(sources), chunk)
     state = decoder_state(model, len(sources), step, device)
-    rngs = [input_rng(int(s)) for s in seeds]
-    outputs: list[list[np.ndarray]] = [[] for _ in sources]
-    for t in range(0, total, step):
-        n = min(step, total - t)
-        cond = conditioner.chunk(sources, [w.start + t for w in windows], n)
-        uniforms = np.stack([r.random((n, model.output.n_uniforms)) for r in rngs])
-        classes, _ = state.run(cond, n, uniforms, temperature, floor=floor)
-        pieces = []
-        for b, w in enumerate(windows):
-            keep = max(0, min(n, w.length - t))
-            pcm = float_to_int16(model.output.decode(classes[b, :keep]))
-            if filters[b] is not None:
-                pcm = filters[b].feed(pcm)
-            outputs[b].append(pcm)
-            pieces.append(pcm)
-        if on_chunk is not None:
-            on_chunk(pieces)
-    if gain < 1.0:  # the post-filter's last samples
-        pieces = [f.finish() for f in filters]
-        for out, piece in zip(outputs, pieces, strict=True):
-            out.append(piece)
-        if on_chunk is not None:
-            on_chunk(pieces)
-    return [np.concatenate(o) if o else np.zeros(0, np.int16) for o in outputs]
+    output = model.output
+    return core.run(conditioner, state, sources, windows, [input_rng(s) for s in seeds],
+                    output.n_uniforms, lambda c: float_to_int16(output.decode(c)), step,
+                    temperature, floor, gain, model.cfg.audio.sample_rate, model.layout,
+                    on_chunk)
 
 
 @torch.no_grad()

@@ -24,14 +24,17 @@ the torch one paid ~100 small operations (~12 ms on the loaded machine).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from numba import njit
 
 from deepsynth.layout import N_KEYS
-from deepsynth.model.deepsynth import DeepSynth
-from deepsynth.model.key_features import KeyFeatures
+
+if TYPE_CHECKING:  # packing reads a torch model; the loop needs no torch
+    import torch
+
+    from deepsynth.model.deepsynth import DeepSynth
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,15 @@ class PackedKeyConditioning:
 
 def supports(model: DeepSynth) -> bool:
     """Whether the model's conditioning is the key features alone (this module's case)."""
+    from deepsynth.model.key_features import KeyFeatures
+
     paths = list(model.paths.values())
     return len(paths) == 1 and isinstance(paths[0], KeyFeatures)
 
 
 def _f64(t: torch.Tensor) -> np.ndarray:
+    import torch
+
     return t.detach().to("cpu", torch.float64).numpy()
 
 
@@ -71,7 +78,7 @@ def pack(model: DeepSynth) -> PackedKeyConditioning:
     """The model's key-feature conditioning, composed (see the module's docstring)."""
     if not supports(model):
         raise ValueError("the model's conditioning is not the key features alone")
-    path: KeyFeatures = next(iter(model.paths.values()))
+    path = next(iter(model.paths.values()))
     cfg = path.cfg
     P = _f64(model.decoder.stack.cond_weights())  # (L, 2R, C)
     layers = np.flatnonzero(np.abs(P).reshape(len(P), -1).max(axis=1) > 0)

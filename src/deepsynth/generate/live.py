@@ -24,6 +24,7 @@ stream needed it (an underrun otherwise, against an output delay of `max_latency
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import gc
 import math
@@ -231,12 +232,12 @@ class LiveGenerator:
         if lo < 0:
             rows[:-lo] = 0  # before the piece: the empty keyboard (row 0)
         if self._cond.packed is not None:  # the compiled loop reads the rows it needs
-            cond = self._cond.condition([self._rows[0][: self._n_rows]], rows, n).numpy()
+            cond = self._cond.condition([self._rows[0][: self._n_rows]], rows, n)
         else:
             used, local = np.unique(rows, return_inverse=True)  # only the frames it reads
             index = torch.from_numpy(used)
             feats = [r[: self._n_rows][index] for r in self._rows]
-            cond = self._cond.condition(feats, local.astype(np.int64), n).numpy()
+            cond = self._cond.condition(feats, local.astype(np.int64), n)
         self.cond_calls += 1
         self.cond_seconds += time.perf_counter() - began
         return cond
@@ -474,7 +475,15 @@ class Clock(Protocol):
 
 
 class RealClock:
-    """The wall clock (time.perf_counter)."""
+    """The wall clock (time.perf_counter). A wait sleeps until `spin` seconds before its end,
+    then polls the clock (and the input's wake event) until the end: `spin=None` polls the
+    whole wait, `spin=0` sleeps it. Polling keeps the core busy; on a virtual machine a core
+    that sleeps is handed to other guests and can come back milliseconds late (docs/play.md)."""
+
+    def __init__(self, spin: float | None = None) -> None:
+        if spin is not None and not spin >= 0:
+            raise ValueError(f"spin must be >= 0 seconds or None, not {spin}")
+        self.spin = spin
 
     def start(self) -> None:
         self.t0 = time.perf_counter()
@@ -486,11 +495,23 @@ class RealClock:
         delay = until - self.now()
         if delay <= 0:
             return
-        if wake is not None:
-            wake.wait(delay)
-            wake.clear()
-        else:
-            time.sleep(delay)
+        if self.spin is not None and delay > self.spin:
+            if wake is not None:
+                if wake.wait(delay - self.spin):
+                    wake.clear()
+                    return
+            else:
+                time.sleep(delay - self.spin)
+        end = self.t0 + until
+        clock = time.perf_counter
+        if wake is None:
+            while clock() < end:
+                pass
+            return
+        while clock() < end:
+            if wake.is_set():
+                break
+        wake.clear()
 
 
 class SimulatedClock:
@@ -660,7 +681,13 @@ class Meter:
     it is ready: the block's ready time plus the sample's place in it. A block is late (an
     underrun) when it is ready after the output stream, running `delay` samples behind the
     piece, needs its first sample. Compute: the time `next_block` took (its conditioning
-    included)."""
+    included).
+
+    On the wall clock, `block_done` can also be given `off_cpu`: the decoder thread's time off
+    the processor so far (wall time minus its CPU time). A late block is *stalled* when the
+    thread was off the processor, between the moment its first sample was due and its ready
+    time, for at least as long as it is late: with `RealClock(spin=None)` the thread never
+    sleeps, so that is time the system (or a virtual machine's host) took the core away."""
 
     sample_rate: int
     block: int
@@ -668,15 +695,28 @@ class Meter:
     latency: list[float] = field(default_factory=list)
     compute: list[float] = field(default_factory=list)
     late: list[int] = field(default_factory=list)  # start sample of every late block
+    stalled: int = 0  # late blocks explained by time off the processor (see above)
     _waiting: deque = field(default_factory=deque)  # (sample, arrival) of changes not yet played
+    _ready: list[float] = field(default_factory=list)  # with off_cpu: each block's ready time
+    _off: list[float] = field(default_factory=list)  # and the off-processor time by then
 
     def change(self, c: Change) -> None:
         self._waiting.append((c.sample, c.arrival))
 
-    def block_done(self, start: int, n: int, compute: float, ready: float) -> None:
+    def block_done(self, start: int, n: int, compute: float, ready: float,
+                   off_cpu: float | None = None) -> None:
         self.compute.append(compute)
-        if ready > (start + self.delay) / self.sample_rate:
+        if off_cpu is not None:
+            self._ready.append(ready)
+            self._off.append(off_cpu)
+        due = (start + self.delay) / self.sample_rate
+        if ready > due:
             self.late.append(start)
+            if off_cpu is not None:
+                # off-processor time since the last block ready before the first sample was due
+                i = bisect.bisect_left(self._ready, start / self.sample_rate) - 1
+                if off_cpu - (self._off[i] if i >= 0 else 0.0) >= ready - due:
+                    self.stalled += 1
         while self._waiting and self._waiting[0][0] < start + n:
             sample, arrival = self._waiting.popleft()
             self.latency.append(ready + (max(sample, start) - start) / self.sample_rate - arrival)
@@ -693,6 +733,8 @@ class Meter:
             "changes": len(self.latency),
             "underruns": len(self.late),
             "late_blocks_first": self.late[:20],
+            **({"underruns_stalled": self.stalled,
+                "off_cpu_ms": round(self._off[-1] * ms, 1)} if self._off else {}),
             "latency_ms": distribution([v * ms for v in self.latency]),
             "compute_ms": distribution([v * ms for v in self.compute]),
             "headroom": distribution([v / block_s for v in self.compute]),
@@ -757,19 +799,26 @@ class Session:
         end = self.source.end()
         interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL)  # the decoder's thread waits less for the GIL
-        # the objects made so far (torch, the model) out of the collector's full passes: one of
-        # those took ~90 ms mid-session (measured), a stall of dozens of blocks
-        gc.freeze()
+        # no cyclic garbage collection while it plays (measured, CPU time): a full pass took
+        # ~90 ms mid-session; with the objects made before frozen, conditioning calls that met
+        # a young-generation pass still took 20-28 ms, and none did with the collector off. A
+        # session makes almost no cyclic garbage (17 objects in 40 s), collected after it
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             return self._run(end)
         finally:
-            gc.unfreeze()
+            if collecting:
+                gc.enable()
             sys.setswitchinterval(interval)
 
     def _run(self, end: int | None) -> dict:
         gen, sr, clock = self.gen, self.gen.sample_rate, self.clock
         timer = getattr(clock, "timer", time.perf_counter)
         next_status = self.status_every
+        # the wall clock: this thread's time off the processor, for the stalled underruns
+        wall = isinstance(clock, RealClock)
+        off0 = time.perf_counter() - time.thread_time()
         while not self._stopped.is_set() and (end is None or gen.t < end):
             known = int(math.floor(clock.now() * sr))  # samples before it are past
             arrived = self.source.poll(known)
@@ -786,7 +835,8 @@ class Session:
                 compute = timer() - began
                 for sink in self.sinks:
                     sink.write(pcm)
-                self.meter.block_done(start, n, compute, clock.now())
+                off = time.perf_counter() - time.thread_time() - off0 if wall else None
+                self.meter.block_done(start, n, compute, clock.now(), off)
             now = clock.now()
             if self.on_status is not None and now >= next_status:
                 self.on_status(self.meter, now)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from deepsynth.generate.generator import Window
+from deepsynth.generate.core import Window
 from deepsynth.generate.sources import VideoSource
 
 

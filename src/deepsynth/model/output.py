@@ -24,6 +24,7 @@ from torch import Tensor
 
 from deepsynth.audio import mu_law_decode, mu_law_encode
 from deepsynth.config import AudioConfig, ModelConfig
+from deepsynth.samplers import sample_softmax
 
 
 class OutputDistribution(ABC):
@@ -95,47 +96,12 @@ def output_distribution(cfg: ModelConfig) -> OutputDistribution:
     return cls(cfg.audio)
 
 
-def _sample_softmax(logits: np.ndarray, uniforms: np.ndarray, inv_temp: float,
-                    floor: float) -> int:
-    """Inverse-CDF sampling from softmax(logits * inv_temp) with `floor` subtracted from every
-    probability (those below it dropped) and the rest renormalised, as LPCNet does: the rare
-    classes that make a noise floor are never drawn (floor 0: plain sampling); inv_temp <= 0:
-    the argmax. Written for numba (loops over arrays); the first maximum wins, as in
-    `argmax`."""
-    K = logits.shape[0]
-    best = 0
-    for o in range(K):
-        if logits[o] > logits[best]:
-            best = o
-    if inv_temp <= 0.0:
-        return best
-    top = logits[best]
-    weights = np.empty(K)  # each class's exp once (the same numbers, summed in the same order)
-    total = 0.0
-    for o in range(K):
-        weights[o] = np.exp((logits[o] - top) * inv_temp)
-        total += weights[o]
-    if floor > 0.0:  # p - floor for the classes above it: weights - floor x total
-        cut = floor * total
-        total = 0.0
-        for o in range(K):
-            weights[o] = weights[o] - cut if weights[o] > cut else 0.0
-            total += weights[o]
-    target = uniforms[0] * total
-    acc = 0.0
-    for o in range(K):
-        acc += weights[o]
-        if acc > target:
-            return o
-    return K - 1
-
-
 @register
 class MuLawSoftmax(OutputDistribution):
     """The paper's output: a softmax over the mu + 1 (256) levels of mu-law quantised audio."""
 
     name = "mulaw-softmax"
-    sample_one = staticmethod(_sample_softmax)
+    sample_one = staticmethod(sample_softmax)
 
     def __init__(self, audio: AudioConfig) -> None:
         super().__init__(audio)

@@ -1,0 +1,283 @@
+"""A model packed into numpy arrays, and generation from it without importing torch.
+
+Importing torch takes about 2 s, most of a short `synthesize`'s start-up. For a model the CPU
+generator runs from numpy arrays alone (the decoder packed for the fused kernel, the key
+features composed for `keycond`: the shipped `small` and any model conditioned on key features
+alone), those arrays, computed once by torch from the checkpoint (`pack_model`), are kept in a
+cache file named after the checkpoint's SHA-256 (`save` / `load`, an .npz of plain arrays and a
+JSON record; no pickle). `generate_packed` runs the same loop (`core.run`) with the same checks,
+random streams, conditioning and kernels as `generator.generate`, so its audio is the same,
+sample for sample (tests/test_packed.py). The cache is only a copy: a missing, stale or damaged
+file is ignored and made again from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from deepsynth.atomic import file_sha256, temp_name
+from deepsynth.generate import core
+from deepsynth.generate.fused import FusedDecoderState, PackedDecoder
+from deepsynth.generate.keycond import PackedKeyConditioning
+from deepsynth.generate.sources import VideoSource
+from deepsynth.layout import N_KEYS, KeyboardLayout
+from deepsynth.samplers import sample_softmax
+
+if TYPE_CHECKING:
+    from deepsynth.model.deepsynth import DeepSynth
+
+FORMAT = "deepsynth-packed"
+VERSION = 1
+SAMPLERS = {"mulaw-softmax": sample_softmax}  # the output distributions a pack can hold
+
+
+@dataclass(frozen=True)
+class PackedOutput:
+    """What the decoder's state needs of the output distribution (`fused.Sampling`)."""
+
+    silence: int
+    n_uniforms: int
+    sample_one: Callable
+
+
+@dataclass(frozen=True)
+class PackedModel:
+    """Everything CPU generation reads of a key-features model, as numpy arrays."""
+
+    checkpoint_sha256: str  # the checkpoint file it was packed from
+    sample_rate: int
+    lookahead: int  # samples of video the conditioning sees ahead
+    context: int  # samples of video before a chunk its conditioning reads
+    hop: int
+    layout: KeyboardLayout
+    decoder: PackedDecoder
+    keys: PackedKeyConditioning
+    pcm: np.ndarray  # (K,) int16: the sample of every class
+    output: str  # the output distribution's name (a key of SAMPLERS)
+    silence: int
+    n_uniforms: int
+    extra: dict[str, Any] = field(default_factory=dict)  # the checkpoint's record (temperature)
+
+    @property
+    def sampling(self) -> PackedOutput:
+        return PackedOutput(self.silence, self.n_uniforms, SAMPLERS[self.output])
+
+    def key_levels(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 frames (N, H, W) -> (N, 88) float32: 0 at rest, 1 pressed (mean of each key's
+        own pixels), the same numbers as `KeyFeatures.key_levels` (integer sums are exact in
+        float32 here, then the same float32 operations in the same order)."""
+        lay = self.layout
+        if tuple(frames.shape[1:]) != lay.shape:
+            raise ValueError(f"key features read {lay.shape[1]}x{lay.shape[0]} frames (their "
+                             f"layout's), got shape {tuple(frames.shape)}")
+        owner = np.where(lay.key_map < 0, N_KEYS, lay.key_map).reshape(-1)
+        flat = frames.reshape(len(frames), -1)
+        sums = np.stack([np.bincount(owner, weights=f, minlength=N_KEYS + 1) for f in flat])
+        mean = sums[:, :N_KEYS].astype(np.float32) / lay.counts.astype(np.float32)
+        up = lay.rest_shade.astype(np.float64).astype(np.float32)
+        down = lay.pressed_shade.astype(np.float64).astype(np.float32)
+        return np.clip((mean - up) / (down - up), np.float32(0), np.float32(1))
+
+    def source_levels(self, source: VideoSource) -> np.ndarray:
+        """(N + 1, 88) float32: the key levels of every unique frame of `source`, then the
+        empty keyboard's (shown before the piece)."""
+        parts = [self.key_levels(np.ascontiguousarray(b)) for b in source.frame_batches()]
+        empty = self.key_levels(self.layout.render(np.zeros((1, N_KEYS), dtype=bool)))
+        return np.concatenate([*parts, empty])
+
+
+def packable(model: DeepSynth) -> bool:
+    """Whether the model can be packed: conditioned on key features alone, with an output
+    distribution whose sampler a pack knows."""
+    from deepsynth.generate import keycond
+
+    return (model.conditioned and keycond.supports(model)
+            and model.cfg.output in SAMPLERS)
+
+
+def pack_model(model: DeepSynth, checkpoint_sha256: str,
+               extra: dict[str, Any] | None = None) -> PackedModel:
+    """The model's arrays (torch computes them; `model` is left as it was)."""
+    from deepsynth.audio import float_to_int16
+    from deepsynth.generate import keycond
+    from deepsynth.generate.fused import pack_decoder
+    from deepsynth.generate.generator import inference_model
+
+    if not packable(model):
+        raise ValueError("only a model conditioned on key features alone can be packed")
+    model = inference_model(model)
+    out = model.output
+    return PackedModel(
+        checkpoint_sha256=checkpoint_sha256,
+        sample_rate=int(model.cfg.audio.sample_rate),
+        lookahead=int(model.lookahead),
+        context=int(model.condition_context),
+        hop=int(model.condition_hop),
+        layout=model.layout,
+        decoder=pack_decoder(model.decoder),
+        keys=keycond.pack(model),
+        pcm=float_to_int16(out.decode(np.arange(out.n_inputs))),
+        output=model.cfg.output,
+        silence=int(out.silence),
+        n_uniforms=int(out.n_uniforms),
+        extra=_plain(extra or {}),
+    )
+
+
+def _plain(extra: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-able part of a checkpoint's record."""
+    return {k: v for k, v in extra.items()
+            if isinstance(v, str | int | float | bool) or v is None}
+
+
+# -- the cache file ---------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where packs are kept: $DEEPSYNTH_CACHE, else $XDG_CACHE_HOME/deepsynth, else
+    ~/.cache/deepsynth (then `packed/`)."""
+    root = os.environ.get("DEEPSYNTH_CACHE")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = str(Path(xdg) / "deepsynth")
+    return Path(root) / "packed"
+
+
+def cache_file(checkpoint_sha256: str) -> Path:
+    return cache_dir() / f"{checkpoint_sha256[:40]}.npz"
+
+
+def _parts(p: PackedModel) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict[str, Any] = {"format": FORMAT, "version": VERSION}
+    for name, record in (("decoder", p.decoder), ("keys", p.keys)):
+        for f in fields(record):
+            v = getattr(record, f.name)
+            if isinstance(v, np.ndarray):
+                arrays[f"{name}.{f.name}"] = v
+            else:
+                meta[f"{name}.{f.name}"] = int(v)
+    arrays["pcm"] = p.pcm
+    arrays["layout.key_map"] = p.layout.key_map
+    meta["layout"] = {k: v for k, v in p.layout.to_dict().items() if k != "key_map"}
+    for name in ("checkpoint_sha256", "sample_rate", "lookahead", "context", "hop", "output",
+                 "silence", "n_uniforms", "extra"):
+        meta[name] = getattr(p, name)
+    return arrays, meta
+
+
+def save(p: PackedModel, path: str | os.PathLike) -> None:
+    """Write the pack (atomically: a temporary file beside it, then renamed)."""
+    arrays, meta = _parts(p)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load(path: str | os.PathLike, checkpoint_sha256: str | None = None) -> PackedModel:
+    """The pack at `path` (ValueError if it is not one, or not of that checkpoint)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"][()]))
+            arrays = {k: z[k] for k in z.files if k != "meta"}
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a packed model ({e})") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise ValueError(f"{path}: not a version-{VERSION} packed model")
+    if checkpoint_sha256 is not None and meta.get("checkpoint_sha256") != checkpoint_sha256:
+        raise ValueError(f"{path}: packed from another checkpoint")
+    try:
+        def record(cls, name):
+            return cls(**{f.name: arrays[f"{name}.{f.name}"] if f"{name}.{f.name}" in arrays
+                          else meta[f"{name}.{f.name}"] for f in fields(cls)})
+
+        layout = KeyboardLayout.from_dict(
+            {**meta["layout"], "key_map": arrays["layout.key_map"].astype("<i2").tobytes()})
+        packed = PackedModel(
+            checkpoint_sha256=str(meta["checkpoint_sha256"]),
+            sample_rate=int(meta["sample_rate"]),
+            lookahead=int(meta["lookahead"]),
+            context=int(meta["context"]),
+            hop=int(meta["hop"]),
+            layout=layout,
+            decoder=record(PackedDecoder, "decoder"),
+            keys=record(PackedKeyConditioning, "keys"),
+            pcm=arrays["pcm"],
+            output=str(meta["output"]),
+            silence=int(meta["silence"]),
+            n_uniforms=int(meta["n_uniforms"]),
+            extra=dict(meta["extra"]),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: a damaged packed model ({e})") from None
+    if packed.output not in SAMPLERS:
+        raise ValueError(f"{path}: an output distribution this version cannot sample")
+    return packed
+
+
+def cached(checkpoint: str | os.PathLike) -> PackedModel | None:
+    """The pack of this checkpoint file from the cache, if one was made (None otherwise, or
+    if the cached file is damaged or stale)."""
+    sha = file_sha256(checkpoint)
+    try:
+        return load(cache_file(sha), sha)
+    except ValueError:
+        return None
+
+
+def store(model: DeepSynth, checkpoint: str | os.PathLike,
+          extra: dict[str, Any] | None = None) -> PackedModel | None:
+    """Pack a model loaded from `checkpoint` into the cache, if it can be packed (best effort:
+    None when it cannot, or the cache cannot be written)."""
+    if not packable(model):
+        return None
+    sha = file_sha256(checkpoint)
+    packed = pack_model(model, sha, extra)
+    try:
+        save(packed, cache_file(sha))
+    except OSError:
+        return None
+    return packed
+
+
+# -- generation --------------------------------------------------------------------------------
+
+
+def generate_packed(
+    packed: PackedModel,
+    sources: Sequence[VideoSource],
+    windows: Sequence[core.Window] | None = None,
+    temperature: float = 1.0,
+    seed: int | Sequence[int] = 0,
+    chunk: int | None = None,
+    on_chunk: Callable[[list[np.ndarray]], None] | None = None,
+    floor: float = 0.0,
+    postfilter: float = 1.0,
+) -> list[np.ndarray]:
+    """`generator.generate` on the CPU for a packed model: the same arguments and the same
+    audio, without torch."""
+    seeds = core.check_request(len(sources), temperature, seed, floor, postfilter)
+    windows = list(windows or [core.Window(0, s.n_samples) for s in sources])
+    conditioner = core.KeyConditioner(packed.keys, [[packed.source_levels(s)] for s in sources],
+                                      packed.context, packed.hop, packed.lookahead)
+    layers, width = packed.decoder.conv_b.shape
+    step = core.chunk_samples(len(sources), layers, width, chunk)
+    state = FusedDecoderState(packed.decoder, packed.sampling, len(sources))
+    pcm = packed.pcm
+    return core.run(conditioner, state, sources, windows, [core.input_rng(s) for s in seeds],
+                    packed.n_uniforms, lambda c: pcm[c], step, temperature, floor, postfilter,
+                    packed.sample_rate, packed.layout, on_chunk)
