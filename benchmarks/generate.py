@@ -124,26 +124,25 @@ STARTUP = """
 import sys, time, json
 t = {"spawn": float(sys.argv[2])}
 t["python"] = time.time()
-from deepsynth.api import checkpoint_path, open_input, source_window
+from deepsynth import api
 from deepsynth.generate import packed
 t["imports"] = time.time()
-pack = packed.cached(checkpoint_path(None))  # what synthesize does on the CPU
-if pack is None:
-    from deepsynth.checkpoint import load_checkpoint
-    from deepsynth.generate.generator import generate
-    model, payload = load_checkpoint(checkpoint_path(None))
-    packed.store(model, checkpoint_path(None), payload.get("extra"))
+pack, model, payload, _ = api.generation_model(None)  # what synthesize does on the CPU
 t["checkpoint"] = time.time()
 sr = pack.sample_rate if pack else model.cfg.audio.sample_rate
-src = open_input(sys.argv[1], sr)
-win = source_window(src, 0.0, 1.0)
+src = api.open_input(sys.argv[1], sr)
+win = api.source_window(src, 0.0, 1.0)
+temperature = api.recommended_temperature(None, payload)
+floor = api.recommended_floor(None, payload)
 t["input"] = time.time()
 first = []
 hook = lambda _: first or first.append(time.time())
 if pack is not None:
-    packed.generate_packed(pack, [src], [win], 0.6, chunk=64, floor=0.005, on_chunk=hook)
+    packed.generate_packed(pack, [src], [win], temperature, chunk=64, floor=floor,
+                           on_chunk=hook)
 else:
-    generate(model, [src], [win], 0.6, chunk=64, floor=0.005, on_chunk=hook)
+    from deepsynth.generate.generator import generate
+    generate(model, [src], [win], temperature, chunk=64, floor=floor, on_chunk=hook)
 t["first_samples"] = first[0]
 t["done"] = time.time()
 t["packed"] = pack is not None

@@ -115,7 +115,8 @@ def test_frame_cnn_runs_once_per_unique_frame():
 def test_presets_match_table_1():
     standins = {name for name in PRESETS if name.startswith("cpu-")}
     assert len(standins) == len(TABLE_1)  # one CPU stand-in per Table 1 row
-    small = {"small", "small-video", "small-paper", "small-traces", "small-keys"}
+    small = {"small", "small-video", "small-paper", "small-traces", "small-keys",
+             "small-18x32", "small-12x48"}
     assert set(PRESETS) == set(TABLE_1) | small | {"tiny"} | standins
     for name, (layers, channels, l2) in TABLE_1.items():
         p = get_preset(name)

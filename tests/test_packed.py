@@ -3,6 +3,7 @@ sample for sample; the pack's file round trip and its cache (missing, damaged, s
 another checkpoint's: not used); `synthesize` on the CPU without importing torch once the
 shipped model is packed."""
 
+import io
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from midi_factory import TPB, make_midi, save
 
 from deepsynth.api import array_source, checkpoint_path, open_input
 from deepsynth.audio import read_wav
-from deepsynth.checkpoint import load_checkpoint, save_checkpoint
+from deepsynth.checkpoint import load_checkpoint
 from deepsynth.generate import packed
 from deepsynth.generate.generator import Window, generate
 from deepsynth.model.deepsynth import DeepSynth
@@ -101,11 +102,24 @@ def test_cache_ignores_missing_damaged_stale_and_foreign_packs(shipped, tmp_path
     mine = tmp_path / "model.pt"
     mine.write_bytes(path.read_bytes())
     assert packed.cached(mine) is None  # nothing packed yet
+    assert packed.cached(tmp_path / "missing.pt") is None  # loading it will say why
     made = packed.store(model, mine, payload.get("extra"))
     assert made is not None and packed.cached(mine).checkpoint_sha256 == made.checkpoint_sha256
     target = packed.cache_file(made.checkpoint_sha256)
-    target.write_bytes(target.read_bytes()[:1000])  # damaged
+    good = target.read_bytes()
+    for damage in (good[:1000], b""):  # cut short; empty (a crash before the data was there)
+        target.write_bytes(damage)
+        assert packed.cached(mine) is None
+    arrays = dict(np.load(io.BytesIO(good)))
+    for meta in ("[1]", json.dumps({**json.loads(str(arrays["meta"])), "code": "older"})):
+        with target.open("wb") as f:  # not a record; packed by other code
+            np.savez(f, **{**arrays, "meta": np.array(meta)})
+        assert packed.cached(mine) is None
+    with target.open("wb") as f:  # arrays that do not fit together
+        np.savez(f, **{**arrays, "decoder.conv_b": arrays["decoder.conv_b"][:, :8]})
     assert packed.cached(mine) is None
+    target.write_bytes(good)
+    assert packed.cached(mine) is not None
     packed.store(model, mine, payload.get("extra"))
     other = tmp_path / "other.pt"  # another checkpoint's pack under this one's name
     other.write_bytes(path.read_bytes() + b"\0")
@@ -117,6 +131,14 @@ def test_cache_ignores_missing_damaged_stale_and_foreign_packs(shipped, tmp_path
     tiny = DeepSynth(get_preset("tiny").model, keyboard.layout())  # a learned video path
     assert not packed.packable(tiny)
     assert packed.store(tiny, mine) is None
+    # a file replaced while it was loaded: its hash from before no longer holds, nothing stored
+    fresh = tmp_path / "fresh.pt"
+    fresh.write_bytes(path.read_bytes())
+    before = packed.file_sha256(fresh)
+    with fresh.open("ab") as f:
+        f.write(b"\0\0")
+    assert packed.store(model, fresh, payload.get("extra"), before) is None
+    assert packed.cached(fresh) is None
 
 
 def test_synthesize_without_torch_once_packed(song, tmp_path):

@@ -61,6 +61,34 @@ def checkpoint_path(checkpoint: PathLike | None) -> Path:
     return path
 
 
+def generation_model(
+    checkpoint: PathLike | None, device: str = "cpu"
+) -> tuple[Any, Any, dict, Path]:
+    """What generation on `device` runs from `checkpoint` (see `checkpoint_path`):
+    (pack, model, payload, path), one of pack and model None. On the CPU the checkpoint's
+    packed model from the cache when there is one (generate/packed.py: no torch imported), else
+    the model loaded with torch, whose pack is then cached for the next run; `payload` holds at
+    least the checkpoint's "extra" record (recommended temperature and floor)."""
+    from deepsynth.generate import packed
+
+    path = checkpoint_path(checkpoint)
+    sha = None
+    if device == "cpu":
+        try:
+            sha = packed.file_sha256(path)
+        except OSError:
+            sha = None  # loading it says why
+        pack = packed.cached(path, sha) if sha else None
+        if pack is not None:
+            return pack, None, {"extra": pack.extra}, path
+    from deepsynth.checkpoint import load_checkpoint
+
+    model, payload = load_checkpoint(path)
+    if sha is not None:
+        packed.store(model, path, payload.get("extra"), sha)
+    return None, model, payload, path
+
+
 def recommended_temperature(requested: float | None, payload: dict[str, Any]) -> float:
     """The temperature asked for, else the one recorded in the checkpoint at export, else 1."""
     if requested is None:

@@ -81,7 +81,7 @@ def cmd_synthesize(args) -> int:
     _check_output(args)
     from tqdm import tqdm
 
-    from deepsynth.api import checkpoint_path, open_input, source_window
+    from deepsynth.api import generation_model, open_input, source_window
     from deepsynth.audio import StreamingWavWriter
     from deepsynth.generate import packed
     from deepsynth.generate.outputs import write_mp4
@@ -93,15 +93,8 @@ def cmd_synthesize(args) -> int:
             raise DeepSynthError("--device cuda: no CUDA device is available here")
     # on the CPU, a model packed before (a cache file named after the checkpoint's SHA-256)
     # generates without importing torch, the same audio (generate/packed.py)
-    pack = packed.cached(checkpoint_path(args.checkpoint)) if args.device == "cpu" else None
-    if pack is not None:
-        model, payload, ckpt = None, {"extra": pack.extra}, checkpoint_path(args.checkpoint)
-        sr = pack.sample_rate
-    else:
-        model, payload, ckpt = load_model(args.checkpoint)
-        if args.device == "cpu":  # for the next run
-            packed.store(model, ckpt, payload.get("extra"))
-        sr = model.cfg.audio.sample_rate
+    pack, model, payload, ckpt = generation_model(args.checkpoint, args.device)
+    sr = pack.sample_rate if pack is not None else model.cfg.audio.sample_rate
     args.temperature = sampling_temperature(args.temperature, payload)
     args.floor = sampling_floor(args.floor, payload)
     sources = [open_input(p, sr) for p in args.inputs]

@@ -139,6 +139,11 @@ class LiveGenerator:
                                             daemon=True)
             self._thread.start()
 
+    @property
+    def background(self) -> bool:
+        """Whether the conditioning runs in a thread of its own."""
+        return self._thread is not None
+
     # -- the timeline ----------------------------------------------------------------------
 
     def earliest_change(self) -> int:
@@ -683,11 +688,12 @@ class Meter:
     piece, needs its first sample. Compute: the time `next_block` took (its conditioning
     included).
 
-    On the wall clock, `block_done` can also be given `off_cpu`: the decoder thread's time off
-    the processor so far (wall time minus its CPU time). A late block is *stalled* when the
-    thread was off the processor, between the moment its first sample was due and its ready
-    time, for at least as long as it is late: with `RealClock(spin=None)` the thread never
-    sleeps, so that is time the system (or a virtual machine's host) took the core away."""
+    On the wall clock, polling, `block_done` is also given `off_cpu`: the decoder thread's time
+    off the processor so far (wall time minus its CPU time). A late block is *stalled* when the
+    thread was off the processor for at least as long as the block is late, between the ready
+    time of the last block before the block's first sample (its time in the piece) and its own
+    ready time: a thread that polls and has no conditioning thread to wait for never sleeps,
+    so that is time the system (or a virtual machine's host) took the core away."""
 
     sample_rate: int
     block: int
@@ -707,6 +713,8 @@ class Meter:
                    off_cpu: float | None = None) -> None:
         self.compute.append(compute)
         if off_cpu is not None:
+            if len(self._ready) >= 8192 and self._ready[4096] < start / self.sample_rate - 1.0:
+                del self._ready[:4096], self._off[:4096]  # long past: no block looks back there
             self._ready.append(ready)
             self._off.append(off_cpu)
         due = (start + self.delay) / self.sample_rate
@@ -816,8 +824,9 @@ class Session:
         gen, sr, clock = self.gen, self.gen.sample_rate, self.clock
         timer = getattr(clock, "timer", time.perf_counter)
         next_status = self.status_every
-        # the wall clock: this thread's time off the processor, for the stalled underruns
-        wall = isinstance(clock, RealClock)
+        # polling on the wall clock: this thread's time off the processor, for the stalled
+        # underruns (sleeping, or waiting for a conditioning thread, it is off it by choice)
+        wall = isinstance(clock, RealClock) and clock.spin is None and not gen.background
         off0 = time.perf_counter() - time.thread_time()
         while not self._stopped.is_set() and (end is None or gen.t < end):
             known = int(math.floor(clock.now() * sr))  # samples before it are past

@@ -13,11 +13,14 @@ file is ignored and made again from the checkpoint.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import json
 import os
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +39,10 @@ if TYPE_CHECKING:
 
 FORMAT = "deepsynth-packed"
 VERSION = 1
+# the modules whose code defines what a pack's arrays mean: a pack made by other code is made
+# again (its arrays feed compiled loops that do not check their shapes)
+CODE = ("deepsynth.generate.fused", "deepsynth.generate.keycond", "deepsynth.generate.packed",
+        "deepsynth.samplers")
 SAMPLERS = {"mulaw-softmax": sample_softmax}  # the output distributions a pack can hold
 
 
@@ -72,8 +79,9 @@ class PackedModel:
 
     def key_levels(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames (N, H, W) -> (N, 88) float32: 0 at rest, 1 pressed (mean of each key's
-        own pixels), the same numbers as `KeyFeatures.key_levels` (integer sums are exact in
-        float32 here, then the same float32 operations in the same order)."""
+        own pixels): `KeyFeatures.key_levels` (model/key_features.py) without torch, the same
+        numbers (integer sums are exact in float32 here, then the same float32 operations in
+        the same order; tests/test_packed.py holds the two together)."""
         lay = self.layout
         if tuple(frames.shape[1:]) != lay.shape:
             raise ValueError(f"key features read {lay.shape[1]}x{lay.shape[0]} frames (their "
@@ -88,7 +96,8 @@ class PackedModel:
 
     def source_levels(self, source: VideoSource) -> np.ndarray:
         """(N + 1, 88) float32: the key levels of every unique frame of `source`, then the
-        empty keyboard's (shown before the piece)."""
+        empty keyboard's (shown before the piece), as `generator.frame_features` and
+        `generator.Conditioner` give them to the compiled loop."""
         parts = [self.key_levels(np.ascontiguousarray(b)) for b in source.frame_batches()]
         empty = self.key_levels(self.layout.render(np.zeros((1, N_KEYS), dtype=bool)))
         return np.concatenate([*parts, empty])
@@ -142,8 +151,8 @@ def _plain(extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def cache_dir() -> Path:
-    """Where packs are kept: $DEEPSYNTH_CACHE, else $XDG_CACHE_HOME/deepsynth, else
-    ~/.cache/deepsynth (then `packed/`)."""
+    """Where packs are kept: `packed/` in $DEEPSYNTH_CACHE, else in $XDG_CACHE_HOME/deepsynth,
+    else in ~/.cache/deepsynth."""
     root = os.environ.get("DEEPSYNTH_CACHE")
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -155,9 +164,18 @@ def cache_file(checkpoint_sha256: str) -> Path:
     return cache_dir() / f"{checkpoint_sha256[:40]}.npz"
 
 
+@cache
+def code_fingerprint() -> str:
+    """SHA-256 of the source of the modules in CODE."""
+    h = hashlib.sha256()
+    for name in CODE:
+        h.update(Path(importlib.import_module(name).__file__).read_bytes())
+    return h.hexdigest()
+
+
 def _parts(p: PackedModel) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     arrays: dict[str, np.ndarray] = {}
-    meta: dict[str, Any] = {"format": FORMAT, "version": VERSION}
+    meta: dict[str, Any] = {"format": FORMAT, "version": VERSION, "code": code_fingerprint()}
     for name, record in (("decoder", p.decoder), ("keys", p.keys)):
         for f in fields(record):
             v = getattr(record, f.name)
@@ -175,7 +193,9 @@ def _parts(p: PackedModel) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 
 def save(p: PackedModel, path: str | os.PathLike) -> None:
-    """Write the pack (atomically: a temporary file beside it, then renamed)."""
+    """Write the pack (atomically: a temporary file beside it, then renamed; by hand rather than
+    with `atomic.atomic_path`, so that a failing command's journal does not remove a cache
+    file another run may be using)."""
     arrays, meta = _parts(p)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,6 +203,8 @@ def save(p: PackedModel, path: str | os.PathLike) -> None:
     try:
         with open(tmp, "wb") as f:
             np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -196,8 +218,11 @@ def load(path: str | os.PathLike, checkpoint_sha256: str | None = None) -> Packe
             arrays = {k: z[k] for k in z.files if k != "meta"}
     except (OSError, KeyError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not a packed model ({e})") from None
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT \
+            or meta.get("version") != VERSION:
         raise ValueError(f"{path}: not a version-{VERSION} packed model")
+    if meta.get("code") != code_fingerprint():
+        raise ValueError(f"{path}: packed by other code")
     if checkpoint_sha256 is not None and meta.get("checkpoint_sha256") != checkpoint_sha256:
         raise ValueError(f"{path}: packed from another checkpoint")
     try:
@@ -226,26 +251,67 @@ def load(path: str | os.PathLike, checkpoint_sha256: str | None = None) -> Packe
         raise ValueError(f"{path}: a damaged packed model ({e})") from None
     if packed.output not in SAMPLERS:
         raise ValueError(f"{path}: an output distribution this version cannot sample")
+    _check_shapes(packed, path)
     return packed
 
 
-def cached(checkpoint: str | os.PathLike) -> PackedModel | None:
-    """The pack of this checkpoint file from the cache, if one was made (None otherwise, or
-    if the cached file is damaged or stale)."""
-    sha = file_sha256(checkpoint)
+def _check_shapes(p: PackedModel, path) -> None:
+    """ValueError unless the arrays fit together (the compiled loops index them unchecked)."""
+    d, k = p.decoder, p.keys
+    n_layers, width = d.conv_b.shape
+    classes, residual = d.embed.shape
+    skip = d.head1_w.shape[0]
+    fits = (width == 2 * residual
+            and d.conv_w.shape == (n_layers, d.kernel, width, residual)
+            and d.out_w.shape == (n_layers, residual + skip, residual)
+            and d.out_b.shape == (n_layers, residual + skip)
+            and d.head1_w.shape == (skip, skip) and d.head1_b.shape == (skip,)
+            and d.head2_w.shape == (classes, skip) and d.head2_b.shape == (classes,)
+            and d.dilations.shape == (n_layers,) and d.offsets.shape == (n_layers + 1,)
+            and p.pcm.shape == (classes,) and p.pcm.dtype == np.int16
+            and k.n_layers == n_layers and k.width == width
+            and k.level_w.shape == (N_KEYS, len(k.layers) * width)
+            and k.bias.shape == (len(k.layers) * width,)
+            and k.trace_w.shape[1:] == k.level_w.shape
+            and k.trace_curves.shape == (len(k.trace_w), k.window)
+            and k.osc_curve.shape == (k.window,)
+            and k.omega.shape == k.audible.shape == (len(k.wave_w), N_KEYS)
+            and k.group.shape == (N_KEYS,)
+            and all(a.dtype == np.float32 for a in (d.embed, d.conv_w, d.out_w, k.level_w)))
+    if not fits:
+        raise ValueError(f"{path}: a packed model whose arrays do not fit together")
+
+
+def cached(checkpoint: str | os.PathLike, sha256: str | None = None) -> PackedModel | None:
+    """The pack of this checkpoint file (`sha256`: its hash, if known) from the cache, if one
+    was made; None otherwise: none made, a damaged or stale cache file (it is only a copy), or
+    a checkpoint that cannot be read (loading it says why)."""
+    try:
+        sha = sha256 or file_sha256(checkpoint)
+    except OSError:
+        return None
     try:
         return load(cache_file(sha), sha)
-    except ValueError:
+    except Exception:  # noqa: BLE001 - whatever is wrong with a cache file, it is made again
         return None
 
 
-def store(model: DeepSynth, checkpoint: str | os.PathLike,
-          extra: dict[str, Any] | None = None) -> PackedModel | None:
+def store(model: DeepSynth, checkpoint: str | os.PathLike, extra: dict[str, Any] | None = None,
+          sha256: str | None = None) -> PackedModel | None:
     """Pack a model loaded from `checkpoint` into the cache, if it can be packed (best effort:
-    None when it cannot, or the cache cannot be written)."""
-    if not packable(model):
+    None when it cannot, or the cache cannot be written). `sha256`: the checkpoint's hash taken
+    before it was loaded; if the file has changed since (replaced while it loaded), nothing is
+    stored. Sharded checkpoints are not packed (their hash would cover the index alone)."""
+    from deepsynth.checkpoint import shard_files
+
+    if not packable(model) or shard_files(checkpoint):
         return None
-    sha = file_sha256(checkpoint)
+    try:
+        sha = file_sha256(checkpoint)
+    except OSError:
+        return None
+    if sha256 is not None and sha != sha256:
+        return None
     packed = pack_model(model, sha, extra)
     try:
         save(packed, cache_file(sha))
