@@ -45,11 +45,12 @@ class Keep:
         self.blocks.append(pcm)
 
 
-def session(synth, changes, n: int, clock, block: int, seed: int, background: bool) -> dict:
+def session(synth, changes, n: int, clock, block: int, seed: int, background: bool,
+            horizon: int = live.DEFAULT_HORIZON) -> dict:
     """One live session over the first n samples of the piece; its report and audio."""
     keep = Keep()
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    with live.LiveGenerator(synth.model, synth.temperature, seed, block=block,
+    with live.LiveGenerator(synth.model, synth.temperature, seed, block=block, horizon=horizon,
                             background=background, floor=synth.floor) as gen:
         gen.warm_up()
         source = live.ChangesInput(changes.starts, changes.states, n)
@@ -82,6 +83,8 @@ def main() -> None:
                     help="the one core to run on (default: the last)")
     ap.add_argument("--background", action="store_true",
                     help="the conditioning in a thread of its own (play --background)")
+    ap.add_argument("--horizon", type=int, default=live.DEFAULT_HORIZON,
+                    help="samples of conditioning computed ahead per call (play --horizon)")
     ap.add_argument("--spin", default="all",
                     help="the real clock's polling before each deadline: 'all' or ms (0: sleep)")
     ap.add_argument("--only", nargs="+", choices=("real", "cpu", "offline"),
@@ -103,6 +106,7 @@ def main() -> None:
         "piece": str(args.midi.name), "seconds": n / sr, "block": args.block,
         "block_ms": args.block / sr * 1000, "lookahead_samples": synth.model.lookahead,
         "background": background, "seed": args.seed, "core": args.core, "spin": args.spin,
+        "horizon": args.horizon,
         "python": platform.python_version(), "torch": torch.__version__,
         "load_average_before": [round(v, 2) for v in os.getloadavg()],
         "key_changes": int(np.sum(changes.starts < n)),
@@ -110,12 +114,12 @@ def main() -> None:
     audio = {}
     if "real" in args.only:
         rep, audio["real"] = session(synth, changes, n, live.RealClock(spin), args.block, args.seed,
-                                     background)
+                                     background, args.horizon)
         record["real"] = rep
         print("real time:", brief(rep), f"(load {record['load_average_before']})", flush=True)
     if "cpu" in args.only:
         rep, audio["cpu"] = session(synth, changes, n, live.CpuClock(), args.block, args.seed,
-                                    False)
+                                    False, args.horizon)
         record["cpu_clock"] = rep
         print("CPU-time clock (a core of its own):", brief(rep), flush=True)
     if "offline" in args.only:
