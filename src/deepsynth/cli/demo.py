@@ -41,7 +41,10 @@ def cmd_demo(args) -> int:
     output_targets(out / name for name in DEMO_FILES)  # a user's file there is not replaced
     model = None
     if args.checkpoint is not None or default_checkpoint().exists():
+        from deepsynth.generate import packed
+
         model, payload, ckpt = load_model(args.checkpoint)
+        packed.store(model, ckpt, payload.get("extra"))  # so `synthesize` starts without torch
         args.temperature = sampling_temperature(args.temperature, payload)
         args.floor = sampling_floor(args.floor, payload)
     midi = out / "demo.mid"
