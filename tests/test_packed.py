@@ -172,3 +172,27 @@ def test_key_state_arrays_generate_alike(shipped, pack):
     a = generate(shipped[0], [src], None, 0.8, 5, floor=0.005)[0]
     b = packed.generate_packed(pack, [src], None, 0.8, 5, floor=0.005)[0]
     assert np.array_equal(a, b) and json.dumps(pack.extra)
+
+
+def test_api_load_is_packed_once_cached_and_gives_the_same_audio(song, tmp_path, monkeypatch):
+    """`deepsynth.load()` on the CPU: backed by the pack once there is one (synthesize without
+    the torch model), the same audio as a Synth of the torch model; `model` loads on demand."""
+    import deepsynth
+    from deepsynth.api import Synth
+
+    monkeypatch.setenv("DEEPSYNTH_CACHE", str(tmp_path / "cache"))
+    first = deepsynth.load()  # nothing cached: the torch model, its pack written
+    assert first.packed is None and first._model is not None
+    second = deepsynth.load()
+    assert second.packed is not None and second._model is None
+    assert second.sample_rate == first.sample_rate and repr(second) == repr(first)
+    want = first.synthesize(song, duration=1.0, seed=7)
+    got = second.synthesize(song, duration=1.0, seed=7)
+    assert len(got) == 4000 and np.array_equal(got, want)
+    assert second._model is None  # synthesize did not need it
+    keys = (np.eye(88, dtype=bool)[[40, 44]], np.array([0.0, 0.5]))
+    assert np.array_equal(second.synthesize(keys, duration=1.0),
+                          first.synthesize(keys, duration=1.0))
+    assert second.model.cfg == first.model.cfg  # loaded on first use
+    with pytest.raises(ValueError, match="packed model"):
+        Synth(None)

@@ -260,25 +260,44 @@ def simulate(
 
 class Synth:
     """A model ready to generate: `synthesize` turns one input into int16 audio at
-    `sample_rate`. Build one with `deepsynth.load`, or from a model in memory (left as it is)."""
+    `sample_rate`. Build one with `deepsynth.load`, or from a model in memory (left as it is).
+
+    `deepsynth.load` on the CPU gives one backed by the checkpoint's packed model when the cache
+    has it (generate/packed.py): `synthesize` then runs without torch, the same audio; `model`
+    (and `stream`, which needs it) loads the torch model from the checkpoint on first use."""
 
     def __init__(
         self,
-        model: DeepSynth,
+        model: DeepSynth | None,
         temperature: float = 1.0,
         device: str = "cpu",
         checkpoint: Path | None = None,
         floor: float = 0.0,
+        packed: Any = None,
     ) -> None:
-        self.model = model
+        if model is None and (packed is None or checkpoint is None):
+            raise ValueError("a Synth needs a model, or a packed model and its checkpoint")
+        self._model = model
+        self.packed = packed  # a generate.packed.PackedModel, or None
         self.temperature = recommended_temperature(temperature, {})
         self.floor = recommended_floor(floor, {})
         self.device = device
         self.checkpoint = checkpoint
 
     @property
+    def model(self) -> DeepSynth:
+        """The torch model (loaded from the checkpoint on first use if the Synth is packed)."""
+        if self._model is None:
+            from deepsynth.checkpoint import load_checkpoint
+
+            self._model = load_checkpoint(self.checkpoint)[0]
+        return self._model
+
+    @property
     def sample_rate(self) -> int:
         """Samples per second of the audio it generates (and of the times it is given)."""
+        if self._model is None:
+            return self.packed.sample_rate
         return self.model.cfg.audio.sample_rate
 
     def __repr__(self) -> str:
@@ -315,6 +334,8 @@ class Synth:
         )
 
     def _layout(self) -> KeyboardLayout:
+        if self._model is None:
+            return self.packed.layout
         if self.model.layout is not None:
             return self.model.layout
         from deepsynth.sim import keyboard
@@ -342,8 +363,6 @@ class Synth:
         from the partials of the notes the video shows (None: 0.2, -14 dB; 1: off, the model's
         raw output, which is what `stream` gives).
         `progress(done, total)` is called with the samples generated so far, chunk by chunk."""
-        from deepsynth.generate.generator import generate
-
         temperature = self.temperature if temperature is None else temperature
         temperature = recommended_temperature(temperature, {})
         floor = recommended_floor(self.floor if floor is None else floor, {})
@@ -361,6 +380,13 @@ class Synth:
                 progress(done[0], win.length)
 
         gain = POSTFILTER_GAIN if postfilter is None else float(postfilter)
+        if self.packed is not None and self.device == "cpu":
+            from deepsynth.generate.packed import generate_packed
+
+            return generate_packed(self.packed, [src], [win], temperature, seed,
+                                   on_chunk=on_chunk, floor=floor, postfilter=gain)[0]
+        from deepsynth.generate.generator import generate
+
         return generate(self.model, [src], [win], temperature, seed, on_chunk=on_chunk,
                         device=self.device, floor=floor, postfilter=gain)[0]
 
@@ -421,8 +447,6 @@ def load(checkpoint: PathLike | None = None, device: str = "cpu") -> Synth:
     checkpoint file or a training run's folder (its best.pt). `device`: "cpu", or "cuda" to
     run the decoder in a CUDA graph. Its temperature and sampling floor are the ones the
     checkpoint recommends."""
-    from deepsynth.checkpoint import load_checkpoint
-
     if device not in ("cpu", "cuda"):
         raise DeepSynthError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if device == "cuda":
@@ -430,7 +454,6 @@ def load(checkpoint: PathLike | None = None, device: str = "cpu") -> Synth:
 
         if not torch.cuda.is_available():
             raise DeepSynthError("device 'cuda': no CUDA device is available here")
-    path = checkpoint_path(checkpoint)
-    model, payload = load_checkpoint(path)
+    pack, model, payload, path = generation_model(checkpoint, device)
     return Synth(model, recommended_temperature(None, payload), device, path,
-                 recommended_floor(None, payload))
+                 recommended_floor(None, payload), packed=pack)
