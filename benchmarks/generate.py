@@ -125,7 +125,6 @@ import sys, time, json
 t = {"spawn": float(sys.argv[2])}
 t["python"] = time.time()
 from deepsynth import api
-from deepsynth.generate import packed
 t["imports"] = time.time()
 pack, model, payload, _ = api.generation_model(None)  # what synthesize does on the CPU
 t["checkpoint"] = time.time()
@@ -137,12 +136,7 @@ floor = api.recommended_floor(None, payload)
 t["input"] = time.time()
 first = []
 hook = lambda _: first or first.append(time.time())
-if pack is not None:
-    packed.generate_packed(pack, [src], [win], temperature, chunk=64, floor=floor,
-                           on_chunk=hook)
-else:
-    from deepsynth.generate.generator import generate
-    generate(model, [src], [win], temperature, chunk=64, floor=floor, on_chunk=hook)
+api.generate_with(pack, model, [src], [win], temperature, chunk=64, floor=floor, on_chunk=hook)
 t["first_samples"] = first[0]
 t["done"] = time.time()
 t["packed"] = pack is not None

@@ -72,21 +72,32 @@ def generation_model(
     from deepsynth.generate import packed
 
     path = checkpoint_path(checkpoint)
-    sha = None
-    if device == "cpu":
-        try:
-            sha = packed.file_sha256(path)
-        except OSError:
-            sha = None  # loading it says why
-        pack = packed.cached(path, sha) if sha else None
-        if pack is not None:
-            return pack, None, {"extra": pack.extra}, path
+    sha = packed.checkpoint_sha256(path) if device == "cpu" else None  # None: loading says why
+    pack = packed.cached(path, sha) if sha else None
+    if pack is not None:
+        return pack, None, {"extra": pack.extra}, path
     from deepsynth.checkpoint import load_checkpoint
 
     model, payload = load_checkpoint(path)
     if sha is not None:
         packed.store(model, path, payload.get("extra"), sha)
     return None, model, payload, path
+
+
+def generate_with(pack: Any, model: Any, sources: list, windows: list | None,
+                  temperature: float, seed: int | list[int] = 0,
+                  **options: Any) -> list[np.ndarray]:
+    """`generator.generate` on what `generation_model` gave: the packed model when there is one
+    (the CPU, no torch), else the torch model (`options["device"]` where it runs); the same
+    audio either way. `options`: generate's keywords (on_chunk, floor, postfilter, chunk)."""
+    if pack is not None:
+        from deepsynth.generate.packed import generate_packed
+
+        options.pop("device", None)  # a pack is generated on the CPU
+        return generate_packed(pack, sources, windows, temperature, seed, **options)
+    from deepsynth.generate.generator import generate
+
+    return generate(model, sources, windows, temperature, seed, **options)
 
 
 def recommended_temperature(requested: float | None, payload: dict[str, Any]) -> float:
@@ -380,15 +391,10 @@ class Synth:
                 progress(done[0], win.length)
 
         gain = POSTFILTER_GAIN if postfilter is None else float(postfilter)
-        if self.packed is not None and self.device == "cpu":
-            from deepsynth.generate.packed import generate_packed
-
-            return generate_packed(self.packed, [src], [win], temperature, seed,
-                                   on_chunk=on_chunk, floor=floor, postfilter=gain)[0]
-        from deepsynth.generate.generator import generate
-
-        return generate(self.model, [src], [win], temperature, seed, on_chunk=on_chunk,
-                        device=self.device, floor=floor, postfilter=gain)[0]
+        pack = self.packed if self.device == "cpu" else None
+        return generate_with(pack, None if pack else self.model, [src], [win], temperature,
+                             seed, on_chunk=on_chunk, device=self.device, floor=floor,
+                             postfilter=gain)[0]
 
     def stream(
         self,

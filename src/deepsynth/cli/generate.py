@@ -81,9 +81,8 @@ def cmd_synthesize(args) -> int:
     _check_output(args)
     from tqdm import tqdm
 
-    from deepsynth.api import generation_model, open_input, source_window
+    from deepsynth.api import generate_with, generation_model, open_input, source_window
     from deepsynth.audio import StreamingWavWriter
-    from deepsynth.generate import packed
     from deepsynth.generate.outputs import write_mp4
 
     if args.device == "cuda":
@@ -129,16 +128,9 @@ def cmd_synthesize(args) -> int:
             bar.set_postfix_str(f"{rate / sr:.1f}x real time")
 
         try:
-            if pack is not None:
-                audio = packed.generate_packed(pack, sources, windows, args.temperature,
-                                               args.seed, on_chunk=on_chunk, floor=args.floor,
-                                               postfilter=args.postfilter)
-            else:
-                from deepsynth.generate.generator import generate
-
-                audio = generate(model, sources, windows, args.temperature, args.seed,
-                                 on_chunk=on_chunk, device=args.device, floor=args.floor,
-                                 postfilter=args.postfilter)
+            audio = generate_with(pack, model, sources, windows, args.temperature, args.seed,
+                                  on_chunk=on_chunk, device=args.device, floor=args.floor,
+                                  postfilter=args.postfilter)
         except KeyboardInterrupt:
             bar.close()
             kept = [str(t) for t, w in zip(targets, wavs, strict=True)

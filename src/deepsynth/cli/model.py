@@ -53,7 +53,7 @@ def cmd_export(args) -> int:
             raise DeepSynthError(f"--temperature must be >= 0, got {args.temperature}")
         more["temperature"] = args.temperature
     if args.floor is not None:
-        from deepsynth.generate.generator import check_floor
+        from deepsynth.generate.core import check_floor
 
         more["floor"] = check_floor(args.floor)
     record = export_checkpoint(args.checkpoint, out, half=not args.fp32, extra=more)

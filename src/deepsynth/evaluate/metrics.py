@@ -35,7 +35,7 @@ from functools import lru_cache
 import numpy as np
 
 from deepsynth import partials
-from deepsynth.partials import midi_to_hz  # noqa: F401  (re-exported)
+from deepsynth.partials import midi_to_hz
 from deepsynth.sim.midi import Notes
 
 STFT_SECONDS = (0.016, 0.064, 0.256)  # 64, 256, 1024 samples at 4 kHz

@@ -126,7 +126,7 @@ def evaluate(
     from deepsynth.evaluate.excerpts import store_soundfont
     from deepsynth.evaluate.teacher import check_store_matches, teacher_forced_scores
     from deepsynth.evaluate.transcriber import missing_reason
-    from deepsynth.generate.generator import check_floor, check_postfilter
+    from deepsynth.generate.core import check_floor, check_postfilter
 
     if split not in SPLITS:
         raise DeepSynthError(f"unknown split {split!r} (one of {', '.join(SPLITS)})")

@@ -22,15 +22,7 @@ import torch
 
 from deepsynth.audio import float_to_int16
 from deepsynth.generate import core, keycond
-from deepsynth.generate.core import (  # noqa: F401  (re-exported: one place for each)
-    CHUNK_SAMPLES,
-    COND_BUDGET_BYTES,
-    MIN_CONDITION,
-    Window,
-    check_floor,
-    check_postfilter,
-    input_rng,
-)
+from deepsynth.generate.core import MIN_CONDITION, Window, input_rng
 from deepsynth.generate.fused import FusedDecoderState, pack_decoder
 from deepsynth.generate.sources import VideoSource
 from deepsynth.layout import N_KEYS

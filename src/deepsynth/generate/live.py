@@ -41,18 +41,13 @@ import numpy as np
 import torch
 
 from deepsynth.audio import float_to_int16
+from deepsynth.generate.core import check_floor, input_rng
 from deepsynth.generate.defaults import (  # noqa: F401  (re-exported)
     DEFAULT_BLOCK,
     DEFAULT_HORIZON,
     DEFAULT_MAX_LATENCY_MS,
 )
-from deepsynth.generate.generator import (
-    Conditioner,
-    check_floor,
-    decoder_state,
-    inference_model,
-    input_rng,
-)
+from deepsynth.generate.generator import Conditioner, decoder_state, inference_model
 from deepsynth.layout import N_KEYS, KeyboardLayout
 from deepsynth.model.deepsynth import DeepSynth
 
@@ -507,16 +502,11 @@ class RealClock:
                     return
             else:
                 time.sleep(delay - self.spin)
-        end = self.t0 + until
-        clock = time.perf_counter
-        if wake is None:
-            while clock() < end:
-                pass
-            return
-        while clock() < end:
-            if wake.is_set():
-                break
-        wake.clear()
+        end, clock = self.t0 + until, time.perf_counter
+        while clock() < end and not (wake is not None and wake.is_set()):
+            pass
+        if wake is not None:
+            wake.clear()
 
 
 class SimulatedClock:
@@ -721,7 +711,8 @@ class Meter:
         if ready > due:
             self.late.append(start)
             if off_cpu is not None:
-                # off-processor time since the last block ready before the first sample was due
+                # off-processor time since the last block ready before this block's first
+                # sample's time in the piece (see the class's docstring)
                 i = bisect.bisect_left(self._ready, start / self.sample_rate) - 1
                 if off_cpu - (self._off[i] if i >= 0 else 0.0) >= ready - due:
                     self.stalled += 1

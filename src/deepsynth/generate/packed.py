@@ -79,17 +79,16 @@ class PackedModel:
 
     def key_levels(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames (N, H, W) -> (N, 88) float32: 0 at rest, 1 pressed (mean of each key's
-        own pixels): `KeyFeatures.key_levels` (model/key_features.py) without torch, the same
-        numbers (integer sums are exact in float32 here, then the same float32 operations in
-        the same order; tests/test_packed.py holds the two together)."""
+        own pixels, `KeyboardLayout.key_means`): `KeyFeatures.key_levels` (model/key_features.py)
+        without torch, the same numbers (exact integer sums, one correctly rounded division,
+        then the same float32 operations in the same order; tests/test_packed.py holds the two
+        together)."""
         lay = self.layout
         if tuple(frames.shape[1:]) != lay.shape:
             raise ValueError(f"key features read {lay.shape[1]}x{lay.shape[0]} frames (their "
                              f"layout's), got shape {tuple(frames.shape)}")
-        owner = np.where(lay.key_map < 0, N_KEYS, lay.key_map).reshape(-1)
-        flat = frames.reshape(len(frames), -1)
-        sums = np.stack([np.bincount(owner, weights=f, minlength=N_KEYS + 1) for f in flat])
-        mean = sums[:, :N_KEYS].astype(np.float32) / lay.counts.astype(np.float32)
+        # exact integer sums divided in float64, rounded once: torch's float32 quotient
+        mean = lay.key_means(frames).astype(np.float32)
         up = lay.rest_shade.astype(np.float64).astype(np.float32)
         down = lay.pressed_shade.astype(np.float64).astype(np.float32)
         return np.clip((mean - up) / (down - up), np.float32(0), np.float32(1))
@@ -282,13 +281,20 @@ def _check_shapes(p: PackedModel, path) -> None:
         raise ValueError(f"{path}: a packed model whose arrays do not fit together")
 
 
+def checkpoint_sha256(checkpoint: str | os.PathLike) -> str | None:
+    """The checkpoint file's SHA-256, or None if it cannot be read (loading it says why)."""
+    try:
+        return file_sha256(checkpoint)
+    except OSError:
+        return None
+
+
 def cached(checkpoint: str | os.PathLike, sha256: str | None = None) -> PackedModel | None:
     """The pack of this checkpoint file (`sha256`: its hash, if known) from the cache, if one
     was made; None otherwise: none made, a damaged or stale cache file (it is only a copy), or
-    a checkpoint that cannot be read (loading it says why)."""
-    try:
-        sha = sha256 or file_sha256(checkpoint)
-    except OSError:
+    a checkpoint that cannot be read."""
+    sha = sha256 or checkpoint_sha256(checkpoint)
+    if sha is None:
         return None
     try:
         return load(cache_file(sha), sha)
@@ -306,11 +312,8 @@ def store(model: DeepSynth, checkpoint: str | os.PathLike, extra: dict[str, Any]
 
     if not packable(model) or shard_files(checkpoint):
         return None
-    try:
-        sha = file_sha256(checkpoint)
-    except OSError:
-        return None
-    if sha256 is not None and sha != sha256:
+    sha = checkpoint_sha256(checkpoint)
+    if sha is None or (sha256 is not None and sha != sha256):
         return None
     packed = pack_model(model, sha, extra)
     try:

@@ -6,8 +6,8 @@ frame (128 ms Hann frames, 32 ms hop: 512 / 128 samples at 4 kHz), the bins near
 sounding note (`deepsynth.partials`: the first 8 multiples of each pitch, +-60 cents, a note
 sounding until 0.25 s after its key is released) keep their level, every other bin is scaled by
 `gain` (0.2 = -14 dB by default; 1 turns the filter off), and frames where nothing sounds keep
-`gain` of everything (SPREAD: the gain of a bin may also take its neighbouring frames'; 1 and 2
-frames measured no better than 0). Weighted overlap-add with the same window resynthesises it:
+`gain` of everything (letting a bin take its neighbouring frames' gain, 1 or 2 frames, measured
+no better). Weighted overlap-add with the same window resynthesises it:
 with a gain of 1 the audio comes back unchanged.
 
 Measured on the 8 test excerpts of docs/quality.md: see the "post-filter" section there. Note
@@ -26,13 +26,12 @@ from __future__ import annotations
 import numpy as np
 
 from deepsynth import partials
+from deepsynth.generate.defaults import POSTFILTER_GAIN
 from deepsynth.layout import KeyboardLayout
 from deepsynth.sim.keystates import changes_from_states, notes_from_key_changes
 from deepsynth.sim.midi import Notes
 
 FRAME_SECONDS = 0.128
-DEFAULT_GAIN = 0.2
-SPREAD = 0  # frames either side whose gain a bin also takes (1 and 2 measured: no better)
 
 
 def _window(n: int) -> np.ndarray:
@@ -48,7 +47,7 @@ class HarmonicFilter:
     `notes`: what the video shows (start, end seconds; pitch), for the whole piece; `gain` from
     0 (only the partials) to 1 (the audio unchanged)."""
 
-    def __init__(self, notes: Notes, sample_rate: int, gain: float = DEFAULT_GAIN) -> None:
+    def __init__(self, notes: Notes, sample_rate: int, gain: float = POSTFILTER_GAIN) -> None:
         if not 0.0 <= gain <= 1.0:  # NaN too
             raise ValueError(f"post-filter gain must be from 0 to 1, got {gain}")
         self.gain = float(gain)
@@ -116,22 +115,20 @@ class HarmonicFilter:
         return out[lo:]
 
     def _masks(self, j0: int, n: int) -> np.ndarray:
-        """(n, n_fft // 2 + 1) gains of frames j0 .. j0 + n - 1: 1 near a sounding note's
-        partials (in the frame or within SPREAD frames of it), `gain` elsewhere."""
+        """(n, n_fft // 2 + 1) gains of frames j0 .. j0 + n - 1: 1 near the partials of the
+        notes sounding in the frame, `gain` elsewhere."""
         sr, hop = self.sample_rate, self.hop
         half = self.n_fft / sr / 2
         masks = np.full((n, self.n_fft // 2 + 1), self.gain)
         for r in range(n):
-            for j in range(j0 + r - SPREAD, j0 + r + SPREAD + 1):
-                playing = partials.sounding(self._start, self._end, j * hop / sr, half)
-                if not playing.any():
-                    continue
-                chord = np.unique(self._pitch[playing])
-                near = self._near.get(chord.tobytes())
-                if near is None:
-                    near = self._near[chord.tobytes()] = partials.near_partials(
-                        chord, sr, self.n_fft)
-                masks[r, near] = 1.0
+            playing = partials.sounding(self._start, self._end, (j0 + r) * hop / sr, half)
+            if not playing.any():
+                continue
+            chord = np.unique(self._pitch[playing])
+            near = self._near.get(chord.tobytes())
+            if near is None:
+                near = self._near[chord.tobytes()] = partials.near_partials(chord, sr, self.n_fft)
+            masks[r, near] = 1.0
         return masks
 
     @staticmethod
@@ -140,7 +137,7 @@ class HarmonicFilter:
 
 
 def harmonic_filter(audio: np.ndarray, notes: Notes, sample_rate: int,
-                    gain: float = DEFAULT_GAIN) -> np.ndarray:
+                    gain: float = POSTFILTER_GAIN) -> np.ndarray:
     """int16 audio -> int16 audio of the same length, the energy away from the sounding notes'
     partials scaled by `gain` (see the module's docstring)."""
     f = HarmonicFilter(notes, sample_rate, gain)
