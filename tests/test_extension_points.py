@@ -49,12 +49,12 @@ class ToyLogistic(OutputDistribution):
     sample_one = staticmethod(_sample_logistic)
     n_inputs, n_params, n_uniforms = LEVELS, 2, 1
 
-    def encode(self, audio):
+    def quantize(self, audio):
         lib = torch if isinstance(audio, Tensor) else np
         q = lib.floor((lib.clip(audio, -1.0, 1.0) + 1.0) / 2.0 * (LEVELS - 1) + 0.5)
         return q.long() if lib is torch else q.astype(np.int64)
 
-    def decode(self, classes):
+    def dequantize(self, classes):
         return (classes * (2.0 / (LEVELS - 1)) - 1.0).astype(np.float32) \
             if isinstance(classes, np.ndarray) else (classes * (2.0 / (LEVELS - 1)) - 1.0).float()
 

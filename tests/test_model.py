@@ -116,7 +116,7 @@ def test_presets_match_table_1():
     standins = {name for name in PRESETS if name.startswith("cpu-")}
     assert len(standins) == len(TABLE_1)  # one CPU stand-in per Table 1 row
     small = {"small", "small-video", "small-paper", "small-traces", "small-keys",
-             "small-18x32", "small-12x48"}
+             "small-18x32", "small-12x48", "small-pe85", "small-mol"}
     assert set(PRESETS) == set(TABLE_1) | small | {"tiny"} | standins
     for name, (layers, channels, l2) in TABLE_1.items():
         p = get_preset(name)
@@ -141,7 +141,8 @@ def test_every_preset_builds_and_runs(name):
         frames, index, audio = (x.to(device) for x in batch(cfg, B=2, T=64, N=2))
     with torch.no_grad():
         logits = model(frames, index, audio)
-    assert logits.shape == (2, 256, 64)
+    assert logits.shape == (2, model.output.n_params, 64)
+    assert model.output.n_params == (30 if cfg.output == "mulaw-logistic" else 256)
     if real:
         assert torch.isfinite(logits).all()
 

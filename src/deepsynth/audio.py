@@ -41,6 +41,51 @@ def mu_law_decode(q, mu: int = 255):
     return x.astype(np.float32) if lib is np else x.float()
 
 
+def preemphasize(x, coef: float):
+    """x[n] - coef * x[n - 1] along the last axis, the sample before the first taken as 0
+    (numpy or torch, the same dtype; coef 0: `x` itself)."""
+    if not coef:
+        return x
+    if _lib(x) is np:
+        y = np.array(x, copy=True)
+        y[..., 1:] -= (coef * x[..., :-1]).astype(y.dtype)
+        return y
+    import torch
+
+    return torch.cat([x[..., :1], x[..., 1:] - coef * x[..., :-1]], dim=-1)
+
+
+def deemphasize(x: np.ndarray, coef: float, state: float = 0.0) -> tuple[np.ndarray, float]:
+    """The inverse of `preemphasize` for one signal, y[n] = x[n] + coef * y[n - 1], in float64
+    sample by sample from y[-1] = `state` -> (y, its last sample). Chunks given one after the
+    other with the state carried give the same numbers as the whole signal at once."""
+    out = np.empty(len(x), np.float64)
+    y = float(state)
+    for i, v in enumerate(np.asarray(x, np.float64).tolist()):
+        y = v + coef * y
+        out[i] = y
+    return out, y
+
+
+class PcmStream:
+    """A decoder's classes -> int16 audio, chunk after chunk: each class's level (`levels`, the
+    output distribution's decoding of every class), de-emphasised if the model was trained on
+    pre-emphasised audio (the filter's state carried from chunk to chunk, so any chunking gives
+    the same samples)."""
+
+    def __init__(self, levels: np.ndarray, preemphasis: float = 0.0) -> None:
+        self.levels = np.asarray(levels, np.float64)
+        self.table = float_to_int16(self.levels)
+        self.coef = float(preemphasis)
+        self.state = 0.0
+
+    def __call__(self, classes: np.ndarray) -> np.ndarray:
+        if not self.coef:
+            return self.table[classes]
+        y, self.state = deemphasize(self.levels[classes], self.coef, self.state)
+        return float_to_int16(y)
+
+
 def float_to_int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(x, dtype=np.float64) * INT16_SCALE), -32768, 32767).astype(
         np.int16

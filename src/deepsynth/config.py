@@ -143,8 +143,14 @@ class ModelConfig:
     cond_layers: int = 0
     # the next sample's distribution (deepsynth.model.output): the paper's 256-way mu-law softmax
     output: str = "mulaw-softmax"
+    # first-order pre-emphasis of the audio the decoder models, x[n] - a x[n-1] (0: none, the
+    # paper); generation undoes it (de-emphasis), which shapes the model's error like the piano's
+    # spectrum instead of white (LPCNet uses 0.85)
+    preemphasis: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.preemphasis < 1.0:  # NaN too
+            raise ValueError(f"preemphasis must be in [0, 1), got {self.preemphasis}")
         if self.encoder_hop < 1 or self.lookahead < 0:
             raise ValueError("encoder_hop must be >= 1 and lookahead >= 0")
         if not self.learned_video and not self.keys.enabled:

@@ -154,7 +154,7 @@ def run(
     windows: Sequence[Window],
     rngs: Sequence[np.random.Generator],
     n_uniforms: int,
-    to_pcm: Callable[[np.ndarray], np.ndarray],
+    to_pcm: Sequence[Callable[[np.ndarray], np.ndarray]],
     step: int,
     temperature: float,
     floor: float,
@@ -164,7 +164,8 @@ def run(
     on_chunk: Callable[[list[np.ndarray]], None] | None = None,
 ) -> list[np.ndarray]:
     """The loop over chunks: int16 audio for each source's window (see `generator.generate`
-    for the arguments' meaning); `to_pcm` turns classes into int16 samples."""
+    for the arguments' meaning); `to_pcm`: per source, what turns its classes into int16
+    samples, chunk after chunk (an `audio.PcmStream`)."""
     filters = [None] * len(sources)
     if gain < 1.0:
         filters = [HarmonicFilter(window_notes(s, w.start, w.length, layout), sample_rate, gain)
@@ -179,7 +180,7 @@ def run(
         pieces = []
         for b, w in enumerate(windows):
             keep = max(0, min(n, w.length - t))
-            pcm = to_pcm(classes[b, :keep])
+            pcm = to_pcm[b](classes[b, :keep])
             if filters[b] is not None:
                 pcm = filters[b].feed(pcm)
             outputs[b].append(pcm)

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from deepsynth.audio import float_to_int16
 from deepsynth.generate import core, keycond
 from deepsynth.generate.core import MIN_CONDITION, Window, input_rng
 from deepsynth.generate.fused import FusedDecoderState, pack_decoder
@@ -156,7 +155,7 @@ def _generate(model, sources, windows, temperature, seed, chunk, on_chunk, devic
     state = decoder_state(model, len(sources), step, device)
     output = model.output
     return core.run(conditioner, state, sources, windows, [input_rng(s) for s in seeds],
-                    output.n_uniforms, lambda c: float_to_int16(output.decode(c)), step,
+                    output.n_uniforms, [output.pcm_stream() for _ in sources], step,
                     temperature, floor, gain, model.cfg.audio.sample_rate, model.layout,
                     on_chunk)
 

@@ -40,7 +40,6 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from deepsynth.audio import float_to_int16
 from deepsynth.generate.core import check_floor, input_rng
 from deepsynth.generate.defaults import (  # noqa: F401  (re-exported)
     DEFAULT_BLOCK,
@@ -103,8 +102,9 @@ class LiveGenerator:
         self._cond = Conditioner(model, [])
         self._state = decoder_state(model, 1, block)
         self._rng = input_rng(int(seed))
-        # int16 audio of every class (decoding is per sample: a table gives the same numbers)
-        self._pcm = float_to_int16(model.output.decode(np.arange(model.output.n_inputs)))
+        # classes -> int16 audio, block after block (the de-emphasis state carried): the same
+        # numbers as offline
+        self._pcm = model.output.pcm_stream()
         self.t = 0  # the next sample to generate
         # the timeline: sample where each change starts and the state it shows (appended only)
         self._starts = np.zeros(64, np.int64)
@@ -335,7 +335,7 @@ class LiveGenerator:
         with self._lock:
             self.t += n
             self._lock.notify_all()
-        return self._pcm[classes[0]]
+        return self._pcm(classes[0])
 
     def warm_up(self) -> None:
         """Load the decoder's compiled kernel (a call on no samples) and the conditioning's, so

@@ -27,23 +27,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from deepsynth.atomic import file_sha256, temp_name
+from deepsynth.audio import PcmStream
 from deepsynth.generate import core
 from deepsynth.generate.fused import FusedDecoderState, PackedDecoder
 from deepsynth.generate.keycond import PackedKeyConditioning
 from deepsynth.generate.sources import VideoSource
 from deepsynth.layout import N_KEYS, KeyboardLayout
-from deepsynth.samplers import sample_softmax
+from deepsynth.samplers import sample_logistic_mix, sample_softmax
 
 if TYPE_CHECKING:
     from deepsynth.model.deepsynth import DeepSynth
 
 FORMAT = "deepsynth-packed"
-VERSION = 1
+VERSION = 2  # 2: the classes' float levels and the pre-emphasis (1: an int16 table)
 # the modules whose code defines what a pack's arrays mean: a pack made by other code is made
 # again (its arrays feed compiled loops that do not check their shapes)
 CODE = ("deepsynth.generate.fused", "deepsynth.generate.keycond", "deepsynth.generate.packed",
         "deepsynth.samplers")
-SAMPLERS = {"mulaw-softmax": sample_softmax}  # the output distributions a pack can hold
+SAMPLERS = {"mulaw-softmax": sample_softmax,  # the output distributions a pack can hold
+            "mulaw-logistic": sample_logistic_mix}
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ class PackedModel:
     layout: KeyboardLayout
     decoder: PackedDecoder
     keys: PackedKeyConditioning
-    pcm: np.ndarray  # (K,) int16: the sample of every class
+    levels: np.ndarray  # (K,) float32: the decoder's signal at every class (`dequantize`)
+    preemphasis: float  # the model's pre-emphasis (0: none), undone on output
     output: str  # the output distribution's name (a key of SAMPLERS)
     silence: int
     n_uniforms: int
@@ -114,7 +117,6 @@ def packable(model: DeepSynth) -> bool:
 def pack_model(model: DeepSynth, checkpoint_sha256: str,
                extra: dict[str, Any] | None = None) -> PackedModel:
     """The model's arrays (torch computes them; `model` is left as it was)."""
-    from deepsynth.audio import float_to_int16
     from deepsynth.generate import keycond
     from deepsynth.generate.fused import pack_decoder
     from deepsynth.generate.generator import inference_model
@@ -132,7 +134,8 @@ def pack_model(model: DeepSynth, checkpoint_sha256: str,
         layout=model.layout,
         decoder=pack_decoder(model.decoder),
         keys=keycond.pack(model),
-        pcm=float_to_int16(out.decode(np.arange(out.n_inputs))),
+        levels=np.ascontiguousarray(out.dequantize(np.arange(out.n_inputs)), np.float32),
+        preemphasis=float(out.preemphasis),
         output=model.cfg.output,
         silence=int(out.silence),
         n_uniforms=int(out.n_uniforms),
@@ -182,11 +185,11 @@ def _parts(p: PackedModel) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                 arrays[f"{name}.{f.name}"] = v
             else:
                 meta[f"{name}.{f.name}"] = int(v)
-    arrays["pcm"] = p.pcm
+    arrays["levels"] = p.levels
     arrays["layout.key_map"] = p.layout.key_map
     meta["layout"] = {k: v for k, v in p.layout.to_dict().items() if k != "key_map"}
     for name in ("checkpoint_sha256", "sample_rate", "lookahead", "context", "hop", "output",
-                 "silence", "n_uniforms", "extra"):
+                 "silence", "n_uniforms", "preemphasis", "extra"):
         meta[name] = getattr(p, name)
     return arrays, meta
 
@@ -240,7 +243,8 @@ def load(path: str | os.PathLike, checkpoint_sha256: str | None = None) -> Packe
             layout=layout,
             decoder=record(PackedDecoder, "decoder"),
             keys=record(PackedKeyConditioning, "keys"),
-            pcm=arrays["pcm"],
+            levels=arrays["levels"],
+            preemphasis=float(meta["preemphasis"]),
             output=str(meta["output"]),
             silence=int(meta["silence"]),
             n_uniforms=int(meta["n_uniforms"]),
@@ -267,7 +271,8 @@ def _check_shapes(p: PackedModel, path) -> None:
             and d.head1_w.shape == (skip, skip) and d.head1_b.shape == (skip,)
             and d.head2_w.shape == (classes, skip) and d.head2_b.shape == (classes,)
             and d.dilations.shape == (n_layers,) and d.offsets.shape == (n_layers + 1,)
-            and p.pcm.shape == (classes,) and p.pcm.dtype == np.int16
+            and p.levels.shape == (classes,) and p.levels.dtype == np.float32
+            and 0.0 <= p.preemphasis < 1.0
             and k.n_layers == n_layers and k.width == width
             and k.level_w.shape == (N_KEYS, len(k.layers) * width)
             and k.bias.shape == (len(k.layers) * width,)
@@ -346,7 +351,7 @@ def generate_packed(
     layers, width = packed.decoder.conv_b.shape
     step = core.chunk_samples(len(sources), layers, width, chunk)
     state = FusedDecoderState(packed.decoder, packed.sampling, len(sources))
-    pcm = packed.pcm
     return core.run(conditioner, state, sources, windows, [core.input_rng(s) for s in seeds],
-                    packed.n_uniforms, lambda c: pcm[c], step, temperature, floor, postfilter,
+                    packed.n_uniforms, [PcmStream(packed.levels, packed.preemphasis)
+                                        for _ in sources], step, temperature, floor, postfilter,
                     packed.sample_rate, packed.layout, on_chunk)

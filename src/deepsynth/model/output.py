@@ -1,7 +1,8 @@
 """What the decoder predicts: the output distribution of the next audio sample.
 
 One object holds every decision about it: how audio becomes the decoder's classes (its input
-alphabet and the training targets), the width of the decoder's head, the loss, the most likely
+alphabet and the training targets; a first-order pre-emphasis first, if the model has one) and
+back (`pcm_stream` for generated chunks), the width of the decoder's head, the loss, the most likely
 value, sampling (a temperature and a probability floor) and classes back to audio. Training,
 the teacher-forced scores, `info`, the fused CPU step and the CUDA-graph step all go through it.
 
@@ -13,6 +14,7 @@ numba compiles (`sample_one`, for the fused step); the two must agree (tested).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar
@@ -22,9 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from deepsynth.audio import mu_law_decode, mu_law_encode
+from deepsynth.audio import PcmStream, deemphasize, mu_law_decode, mu_law_encode, preemphasize
 from deepsynth.config import AudioConfig, ModelConfig
-from deepsynth.samplers import sample_softmax
+from deepsynth.samplers import (
+    MIX_LOG_SCALE_MIN,
+    MIX_MU,
+    sample_logistic_mix,
+    sample_softmax,
+)
 
 
 class OutputDistribution(ABC):
@@ -38,21 +45,45 @@ class OutputDistribution(ABC):
     n_params: int  # width of the decoder's head: parameters of one sample's distribution
     n_uniforms: int = 1  # uniform random numbers drawn per generated sample
 
-    def __init__(self, audio: AudioConfig) -> None:
+    def __init__(self, audio: AudioConfig, preemphasis: float = 0.0) -> None:
         self.audio = audio
+        self.preemphasis = float(preemphasis)  # ModelConfig.preemphasis: 0, none
 
     @property
     def silence(self) -> int:
         """The class of a zero amplitude: what precedes the first sample."""
-        return int(self.encode(np.zeros(1, np.float32))[0])
+        return int(self.quantize(np.zeros(1, np.float32))[0])
 
     @abstractmethod
+    def quantize(self, signal):
+        """The decoder's signal (float, numpy or torch) -> classes (int64, same library)."""
+
+    @abstractmethod
+    def dequantize(self, classes):
+        """Classes (numpy or torch) -> the decoder's signal, float32 in [-1, 1]."""
+
     def encode(self, audio):
-        """Float audio (numpy or torch) -> classes (int64, same library)."""
+        """Audio (float, numpy or torch, time last) -> the classes the decoder reads and
+        predicts: pre-emphasised (`preemphasis`; the sample before the first taken as 0), then
+        quantized."""
+        return self.quantize(preemphasize(audio, self.preemphasis))
 
-    @abstractmethod
     def decode(self, classes):
-        """Classes (numpy or torch) -> float32 audio in [-1, 1]."""
+        """Classes (time last) -> float32 audio: `dequantize`, then de-emphasis from a silent
+        start (whole signals; chunk after chunk: `pcm_stream`)."""
+        signal = self.dequantize(classes)
+        if not self.preemphasis:
+            return signal
+        is_torch = not isinstance(signal, np.ndarray)
+        x = signal.detach().cpu().numpy() if is_torch else signal
+        y = np.stack([deemphasize(row, self.preemphasis)[0] for row in
+                      x.reshape(-1, x.shape[-1])]).reshape(x.shape).astype(np.float32)
+        return torch.from_numpy(y).to(signal.device) if is_torch else y
+
+    def pcm_stream(self) -> PcmStream:
+        """Classes -> int16 audio chunk after chunk, for one generated signal (`decode`'s
+        numbers, rounded to int16, whatever the chunks)."""
+        return PcmStream(self.dequantize(np.arange(self.n_inputs)), self.preemphasis)
 
     @abstractmethod
     def loss(self, params: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
@@ -93,7 +124,7 @@ def output_distribution(cfg: ModelConfig) -> OutputDistribution:
     except KeyError:
         raise ValueError(f"unknown output distribution {cfg.output!r}; known: "
                          f"{', '.join(OUTPUTS)}") from None
-    return cls(cfg.audio)
+    return cls(cfg.audio, cfg.preemphasis)
 
 
 @register
@@ -103,15 +134,15 @@ class MuLawSoftmax(OutputDistribution):
     name = "mulaw-softmax"
     sample_one = staticmethod(sample_softmax)
 
-    def __init__(self, audio: AudioConfig) -> None:
-        super().__init__(audio)
+    def __init__(self, audio: AudioConfig, preemphasis: float = 0.0) -> None:
+        super().__init__(audio, preemphasis)
         self.mu = audio.mu
         self.n_inputs = self.n_params = audio.mu + 1
 
-    def encode(self, audio):
-        return mu_law_encode(audio, self.mu)
+    def quantize(self, signal):
+        return mu_law_encode(signal, self.mu)
 
-    def decode(self, classes):
+    def dequantize(self, classes):
         return mu_law_decode(classes, self.mu)
 
     def loss(self, params: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
@@ -129,3 +160,74 @@ class MuLawSoftmax(OutputDistribution):
         sampled = sampled.clamp_(max=self.n_params - 1)
         return torch.where(inv_temp > 0, sampled, params.argmax(1))
 
+
+
+@register
+class MuLawLogistic(OutputDistribution):
+    """A discretized mixture of logistics (PixelCNN++, Parallel WaveNet) over the same 256
+    mu-law classes: per sample, M weights, means and log-scales of the companded value in
+    [-1, 1] (3M head outputs instead of 256); a class's probability is the mixture's mass over
+    its bin (the end bins reach to infinity). The decoder reads past samples as the same classes
+    as the softmax does."""
+
+    name = "mulaw-logistic"
+    sample_one = staticmethod(sample_logistic_mix)
+    n_uniforms = 2
+    components = 10
+
+    def __init__(self, audio: AudioConfig, preemphasis: float = 0.0) -> None:
+        super().__init__(audio, preemphasis)
+        if audio.mu != MIX_MU:
+            raise ValueError(f"the logistic mixture's classes are mu-law with mu = {MIX_MU}")
+        self.mu = audio.mu
+        self.n_inputs = audio.mu + 1
+        self.n_params = 3 * self.components
+
+    def quantize(self, signal):
+        return mu_law_encode(signal, self.mu)
+
+    def dequantize(self, classes):
+        return mu_law_decode(classes, self.mu)
+
+    def _split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        M = self.components
+        return (params[:, :M], params[:, M : 2 * M],
+                params[:, 2 * M :].clamp(min=MIX_LOG_SCALE_MIN))
+
+    def loss(self, params: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+        logit, mean, log_s = self._split(params.float())
+        x = (targets.float() * (2.0 / self.mu) - 1.0)[:, None]  # (B, 1, T) the bin's centre
+        half = 1.0 / self.mu
+        inv_s = torch.exp(-log_s)
+        up, lo = inv_s * (x + half - mean), inv_s * (x - half - mean)
+        log_cdf_up = F.logsigmoid(up)  # the lowest bin: log P(X < x + half)
+        log_sf_lo = -F.softplus(lo)  # the highest bin: log P(X > x - half)
+        delta = torch.sigmoid(up) - torch.sigmoid(lo)
+        # a bin far in a component's tail: its density at the centre times the bin's width
+        mid = inv_s * (x - mean)
+        log_pdf = mid - log_s - 2.0 * F.softplus(mid) + math.log(2.0 * half)
+        log_mid = torch.where(delta > 1e-5, torch.log(delta.clamp(min=1e-12)), log_pdf)
+        log_p = torch.where(x < -1.0 + half, log_cdf_up,
+                            torch.where(x > 1.0 - half, log_sf_lo, log_mid))
+        nll = -torch.logsumexp(log_p + F.log_softmax(logit, dim=1), dim=1)
+        return {"mean": nll.mean(), "sum": nll.sum(), "none": nll}[reduction]
+
+    def _to_class(self, x: Tensor) -> Tensor:
+        return torch.floor((x + 1.0) * (self.mu / 2.0) + 0.5).clamp(0, self.mu).long()
+
+    def most_likely(self, params: Tensor) -> Tensor:
+        logit, mean, _ = self._split(params)
+        return self._to_class(mean.gather(1, logit.argmax(1, keepdim=True))[:, 0].double())
+
+    def sample(self, params: Tensor, uniforms: Tensor, inv_temp: Tensor,
+               floor: Tensor) -> Tensor:
+        logit, mean, log_s = (p.double() for p in self._split(params))
+        u = uniforms.double()
+        weights = torch.exp(logit - logit.max(1, keepdim=True).values)
+        k = (weights.cumsum(1) <= u[:, :1] * weights.sum(1, keepdim=True)).sum(1)
+        k = k.clamp_(max=self.components - 1)[:, None]
+        v = (floor + (1.0 - 2.0 * floor) * u[:, 1]).clamp(1e-12, 1.0 - 1e-12)
+        spread = torch.exp(log_s.gather(1, k)[:, 0]) / torch.where(inv_temp > 0, inv_temp, 1.0)
+        x = mean.gather(1, k)[:, 0] + spread * (torch.log(v) - torch.log(1.0 - v))
+        best = mean.gather(1, logit.argmax(1, keepdim=True))[:, 0]
+        return self._to_class(torch.where(inv_temp > 0, x, best))

@@ -107,6 +107,9 @@ def _cpu_standin(layers: int, channels: int, l2: float, paper: str) -> Preset:
     )
 
 
+SMALL = dataclasses.replace(SMALL_PAPER, learned_video=False, cond_layers=3,
+                                    keys=dataclasses.replace(SMALL_KEYS, harmonics=3))
+
 PRESETS: dict[str, Preset] = {
     "paper-15x128-l2e-2": _paper(15, 128, 1e-2, 2.23, 2.87),
     "paper-15x128": _paper(15, 128, 1e-4, 1.87, 2.35),
@@ -124,8 +127,7 @@ PRESETS: dict[str, Preset] = {
         Durations(),
     ),
     "small": Preset(
-        dataclasses.replace(SMALL_PAPER, learned_video=False, cond_layers=3,
-                            keys=dataclasses.replace(SMALL_KEYS, harmonics=3)),
+        SMALL,
         1e-4,
         "CPU model (the shipped one): a 12x32 decoder (receptive field 519 samples, 130 ms at "
         "4 kHz) conditioned in its first 3 blocks on per-key features read from each frame "
@@ -136,10 +138,8 @@ PRESETS: dict[str, Preset] = {
     ),
     **{
         f"small-{layers}x{ch}": Preset(
-            dataclasses.replace(
-                SMALL_PAPER, learned_video=False, cond_layers=3,
-                keys=dataclasses.replace(SMALL_KEYS, harmonics=3),
-                decoder=StackConfig(layers=layers, residual_channels=ch, skip_channels=2 * ch)),
+            dataclasses.replace(SMALL, decoder=StackConfig(layers=layers, residual_channels=ch,
+                                                           skip_channels=2 * ch)),
             1e-4,
             f"small with a {layers}x{ch} decoder (skip {2 * ch}), for the CPU model-size "
             f"ablation (issue 17): {what}",
@@ -148,6 +148,21 @@ PRESETS: dict[str, Preset] = {
         for layers, ch, what in [
             (18, 32, "two cycles of dilations, receptive field 1,023 samples, ~1.5x the step"),
             (12, 48, "1.5x the width, ~2.2x the step"),
+        ]
+    },
+    **{
+        name: Preset(
+            dataclasses.replace(SMALL, **changes),
+            1e-4,
+            f"small with {what}, for the output ablation (issue 17)",
+            SMALL_AHEAD,
+        )
+        for name, changes, what in [
+            ("small-pe85", {"preemphasis": 0.85},
+             "the audio pre-emphasised by 0.85 (x[n] - 0.85 x[n-1]; de-emphasis on output)"),
+            ("small-mol", {"output": "mulaw-logistic"},
+             "a mixture of 10 discretized logistics over the mu-law classes instead of the "
+             "256-way softmax"),
         ]
     },
     "small-video": Preset(
