@@ -168,8 +168,10 @@ def test_init_from_starts_a_fresh_run_from_a_checkpoints_weights(store, tmp_path
 def test_camera_mix_is_part_of_the_recipe(store, tmp_path, capsys):
     out = tmp_path / "cam"
     base = ["train", "--data", str(store), "--preset", "tiny", *SHORT, "-q", "--no-tensorboard"]
-    assert main([*base, "--out", str(out), "--max-steps", "2", "--camera-mix", "0.5"]) == 0
-    assert read_payload(out / "last.pt")["extra"]["train_config"]["camera_mix"] == 0.5
+    assert main([*base, "--out", str(out), "--max-steps", "2", "--camera-mix", "0.5",
+                 "--input-noise", "1.5"]) == 0
+    recipe = read_payload(out / "last.pt")["extra"]["train_config"]
+    assert recipe["camera_mix"] == 0.5 and recipe["input_noise"] == 1.5
     capsys.readouterr()
     assert "camera mix must be <= 1" in one_line_error(
         capsys, [*base, "--out", str(tmp_path / "x"), "--camera-mix", "2"])

@@ -17,7 +17,7 @@ from deepsynth.train import TrainConfig, lr_at
 from deepsynth.train.config import RunOptions
 from deepsynth.train.data import DeviceBatch, epoch_batches, steps_per_epoch, validation_batches
 from deepsynth.train.objective import decayed_parameters, l2_penalty, segment_loss
-from deepsynth.train.step import train_step
+from deepsynth.train.step import noisy, train_step
 
 # --- schedule -------------------------------------------------------------------------------
 
@@ -202,3 +202,39 @@ def test_sharded_checkpoint_round_trip_and_damage(tmp_path):
     parts[1].unlink()
     with pytest.raises(DeepSynthError, match="missing"):
         load_checkpoint(path)
+
+
+def test_input_noise_perturbs_what_the_decoder_reads_not_the_targets(monkeypatch):
+    classes = torch.randint(0, 256, (4, 5000))
+    classes[0, :100] = 0
+    torch.manual_seed(1)
+    a = noisy(classes, 1.5, 256)
+    torch.manual_seed(1)
+    assert torch.equal(a, noisy(classes, 1.5, 256))  # torch's generator: resumable
+    assert noisy(classes, 0.0, 256) is classes
+    d = (a - classes).float()
+    assert a.min() >= 0 and a.max() <= 255 and 1.3 < d[1:].std() < 1.7
+    assert (d[0, :100] >= 0).all()  # clamped at the lowest class
+    with pytest.raises(ValueError, match="input_noise"):
+        TrainConfig(input_noise=-1.0)
+    # the step: the model reads the noisy classes, the loss scores the clean ones
+    torch.manual_seed(0)
+    model = DeepSynth(get_preset("tiny").model, keyboard.layout())
+    seen = []
+    real_forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda f, i, c: seen.append(c) or real_forward(f, i, c))
+    scored = []
+    real_loss = model.output.loss
+    monkeypatch.setattr(model.output, "loss", lambda p, t, r="mean": scored.append(t) or
+                        real_loss(p, t, r))
+    T = 3 * model.receptive_field
+    frames = torch.from_numpy(keyboard.render(torch.zeros(1, 88, dtype=torch.bool).numpy()))
+    audio = torch.sin(torch.arange(T) / 5.0)[None] * 0.5
+    batch = DeviceBatch(frames, torch.zeros(1, T + model.lookahead, dtype=torch.long), audio,
+                        model.receptive_field)
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    train_step(model, model.output, batch, opt, params, [], 0.0, 0.0, input_noise=2.0)
+    clean = model.output.encode(audio)
+    assert not torch.equal(seen[0], clean)
+    assert torch.equal(scored[0], clean[:, model.receptive_field:])

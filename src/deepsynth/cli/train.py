@@ -18,6 +18,7 @@ RECIPE = {
     "epochs": "epochs", "seed": "seed", "val_segments": "val_segments", "val_every": "val_every",
     "log_every": "log_every", "window_seconds": "window_seconds",
     "overlap_seconds": "overlap_seconds", "no_video": "no_video", "camera_mix": "camera_mix",
+    "input_noise": "input_noise",
     "precision": "precision",
     "compile": "compile",
 }
@@ -169,6 +170,10 @@ def register(sub) -> None:
                      help="share of training segments (0..1) whose keys are those a camera "
                           "video at 25/30/60 fps shows once read (frame-rate timing, re-strikes "
                           "lifted a frame), so the model plays camera videos too (default 0)")
+    rec.add_argument("--input-noise", type=float, metavar="CLASSES",
+                     help="std of Gaussian noise (in classes, rounded) added to the past samples "
+                          "the decoder reads in training, the targets left clean, as LPCNet "
+                          "does (default 0)")
     rec.add_argument("--precision", choices=("fp32", "bf16"),
                      help="bf16 autocast (CUDA only; default there) or fp32 (default on CPU)")
     comp = rec.add_mutually_exclusive_group()

@@ -48,6 +48,9 @@ class TrainConfig:
     window_seconds: float | None = None  # segment length; None: the store's (5 s)
     overlap_seconds: float | None = None  # segment overlap; None: the store's (2 s)
     no_video: bool = False  # ablation: no frame CNN or encoder, the decoder sees past audio only
+    # std (in classes) of Gaussian noise added to the past samples the decoder reads in training,
+    # the targets left clean (LPCNet): a model that meets its own sampling errors in training
+    input_noise: float = 0.0
     camera_mix: float = 0.0  # share of training items keyed as a camera video shows them, read
     precision: str | None = None  # "fp32" or "bf16" (autocast, CUDA only); None: bf16 on CUDA
     compile: bool | None = None  # torch.compile the model; None: on for CUDA
@@ -61,7 +64,7 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("grad_clip", "seed", "val_seed", "val_every", "lr_warmup"):
+        for name in ("grad_clip", "seed", "val_seed", "val_every", "lr_warmup", "input_noise"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.l2 is not None and self.l2 < 0:

@@ -469,7 +469,7 @@ class Run:
         self.lr = lr_at(state.step, cfg)
         set_lr(self.optimizer, self.lr)
         r = train_step(self.forward, self.model.output, batch, self.optimizer, self.params,
-                       self.decayed, cfg.l2, cfg.grad_clip, cfg.precision)
+                       self.decayed, cfg.l2, cfg.grad_clip, cfg.precision, cfg.input_noise)
         self.metrics.add(r.ce, r.grad_norm, cfg.grad_clip, r.penalty, self.samples_per_step)
         state.step += 1
         state.batch_in_epoch += 1

@@ -34,18 +34,30 @@ class StepResult:
     penalty: Tensor  # the L2 term added to the loss
 
 
+def noisy(classes: Tensor, std: float, n_inputs: int) -> Tensor:
+    """The classes the decoder reads in a training step: `classes` plus Gaussian noise of `std`
+    classes, rounded and kept in [0, n_inputs) (the targets stay `classes`), drawn from torch's
+    generator of their device (saved with the run, so a resumed run draws the same); std 0:
+    `classes` itself."""
+    if not std:
+        return classes
+    noise = torch.round(torch.randn(classes.shape, device=classes.device) * std).long()
+    return (classes + noise).clamp_(0, n_inputs - 1)
+
+
 def train_step(forward: nn.Module, output: OutputDistribution, batch: DeviceBatch,
                optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
                decayed: list[nn.Parameter], l2: float, grad_clip: float,
-               precision: str = "fp32") -> StepResult:
+               precision: str = "fp32", input_noise: float = 0.0) -> StepResult:
     """One step on `batch`. `forward` is the model as called (maybe DDP-wrapped or compiled),
     `output` its output distribution, `params` all its parameters, `decayed` the ones under
-    the L2 penalty."""
+    the L2 penalty; `input_noise`: see `noisy`."""
     forward.train()
     optimizer.zero_grad(set_to_none=True)
     classes = output.encode(batch.audio)
+    inputs = noisy(classes, input_noise, output.n_inputs)
     with autocast(classes.device, precision):
-        params_out = forward(batch.frames, batch.frame_index, classes)
+        params_out = forward(batch.frames, batch.frame_index, inputs)
     ce = segment_loss(output, params_out, classes, batch.loss_start)
     penalty = l2_penalty(decayed, l2) if l2 else torch.zeros((), device=ce.device)
     (ce + penalty).backward()
