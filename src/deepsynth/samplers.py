@@ -15,14 +15,16 @@ _EXP_MIN = -700.0  # exp of less is taken as exp(-700) (1e-304: nothing a sum of
 
 
 def _exp_py(x: float) -> tuple[float, float]:
-    """exp(x) for x <= 0 (float64, within 2 ulp): 2^n times a degree-11 polynomial of the
+    """exp(x) for x <= 0 (float64, within 2 ulp): 2^n times a degree-13 polynomial of the
     rest, |r| <= ln(2) / 2. Plain arithmetic (and 2^n made from its bits by the caller), so the
     compiler vectorizes a loop of it; each element's operations are the same in any loop, so a
     lane gives the same number as the one-sequence code."""
     x = max(x, _EXP_MIN)
     n = np.floor(x * _LOG2E + 0.5)
     r = (x - n * _LN2_HI) - n * _LN2_LO
-    p = 1.0 / 39916800.0
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
     p = p * r + 1.0 / 3628800.0
     p = p * r + 1.0 / 362880.0
     p = p * r + 1.0 / 40320.0

@@ -6,7 +6,9 @@ streams and the same conditioning code, so they give the same audio sample for s
 For each chunk of samples the conditioning runs in parallel over the chunk plus the
 `condition_context` samples of video it reads before it (the empty keyboard before the piece),
 so the result equals the conditioning over the whole piece; then the fused decoder steps through
-the chunk sample by sample. Memory is bounded by the chunk, not the piece.
+the chunk sample by sample. The next chunk's conditioning is computed in a thread while the
+decoder runs (both release the GIL: on two cores they overlap). Memory is bounded by two chunks,
+not the piece.
 
 Sampling draws its uniform numbers from one random generator per input, seeded from that
 input's seed alone, so an input's audio depends on its seed and content only: the same whatever
@@ -16,6 +18,7 @@ the chunk size, the batch, or its position in the batch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +117,9 @@ class ChunkConditioner:
         `features` shown at each sample of `reads(start, n)`."""
         raise NotImplementedError
 
+    def thread_start(self) -> None:
+        """Called once in the thread that computes the chunks (`run`'s), before the first."""
+
     def chunk(self, sources: Sequence[VideoSource], starts: Sequence[int],
               n: int) -> np.ndarray | None:
         """(B, n, L, 2R) for samples [start_b, start_b + n) of each source."""
@@ -172,21 +178,30 @@ def run(
                    for s, w in zip(sources, windows, strict=True)]
     total = max(w.length for w in windows)
     outputs: list[list[np.ndarray]] = [[] for _ in sources]
-    for t in range(0, total, step):
-        n = min(step, total - t)
-        cond = conditioner.chunk(sources, [w.start + t for w in windows], n)
-        uniforms = np.stack([r.random((n, n_uniforms)) for r in rngs])
-        classes, _ = state.run(cond, n, uniforms, temperature, floor=floor)
-        pieces = []
-        for b, w in enumerate(windows):
-            keep = max(0, min(n, w.length - t))
-            pcm = to_pcm[b](classes[b, :keep])
-            if filters[b] is not None:
-                pcm = filters[b].feed(pcm)
-            outputs[b].append(pcm)
-            pieces.append(pcm)
-        if on_chunk is not None:
-            on_chunk(pieces)
+
+    def conditioning(t: int) -> Future:  # the chunk at t, computed beside the decoder
+        return pool.submit(conditioner.chunk, sources, [w.start + t for w in windows],
+                           min(step, total - t))
+
+    with ThreadPoolExecutor(1, "deepsynth-condition", conditioner.thread_start) as pool:
+        pending = conditioning(0)
+        for t in range(0, total, step):
+            n = min(step, total - t)
+            cond = pending.result()
+            if t + step < total:  # the next chunk's while the decoder runs this one
+                pending = conditioning(t + step)
+            uniforms = np.stack([r.random((n, n_uniforms)) for r in rngs])
+            classes, _ = state.run(cond, n, uniforms, temperature, floor=floor)
+            pieces = []
+            for b, w in enumerate(windows):
+                keep = max(0, min(n, w.length - t))
+                pcm = to_pcm[b](classes[b, :keep])
+                if filters[b] is not None:
+                    pcm = filters[b].feed(pcm)
+                outputs[b].append(pcm)
+                pieces.append(pcm)
+            if on_chunk is not None:
+                on_chunk(pieces)
     if gain < 1.0:  # the post-filter's last samples
         pieces = [f.finish() for f in filters]
         for out, piece in zip(outputs, pieces, strict=True):

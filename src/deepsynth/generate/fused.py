@@ -19,7 +19,8 @@ A batch whose lanes are at least 3/4 full (6-8, 12-16, 18-24, ...) runs in lanes
 (`_run_group`): LANES = 8 sequences side by side, every activation (channels, LANES), so each
 weight is loaded once per sample for all of them and every matrix product is a small
 matrix-matrix product whose 8 x 8 sums stay in SIMD registers (`_mm_lanes`, LLVM vector code:
-numba vectorizes neither across sequences nor with sums in registers, measured). Smaller
+numba vectorizes neither across sequences nor with sums in registers, measured), and the
+softmax draws the 8 classes at once (`samplers.softmax_lanes`, vectorized over the lanes). Smaller
 batches run each sequence through the one-sequence code, the sequences spread over the cores.
 Both do the same products and sums in the same order, contracted alike: an input's samples are
 bit-identical alone or anywhere in a batch (tests/test_fused.py). Throughput:

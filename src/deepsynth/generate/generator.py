@@ -54,6 +54,10 @@ class Conditioner(core.ChunkConditioner):
             self._keys = core.KeyConditioner(self.packed, [], self.context, self.hop,
                                              self.lookahead)
 
+    def thread_start(self) -> None:
+        """One torch thread in the conditioning's thread too (a thread's own setting)."""
+        torch.set_num_threads(1)
+
     @torch.no_grad()
     def condition(self, features: list[torch.Tensor], rows: np.ndarray, n: int) -> np.ndarray:
         """(n, L, 2R): the conditioning of samples [start, start + n), `rows` the row of
