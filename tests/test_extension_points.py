@@ -127,15 +127,15 @@ def tiny(**changes) -> DeepSynth:
     return DeepSynth(cfg, keyboard.layout()).eval()
 
 
-def test_a_second_output_distribution_trains_scores_and_generates(toy_output):
-    m = tiny(output="toy-logistic")
-    assert isinstance(m.output, ToyLogistic) and m.decoder.head2.out_channels == 2
-    assert m.silence == 32  # level of zero amplitude
+def trains_scores_and_generates(m: DeepSynth) -> None:
+    """What any output distribution must support, through the shared machinery: training
+    lowers its loss; the fused kernel's teacher-forced head equals the parallel forward; the
+    numba sampler (fused) and the torch sampler (graphed step) draw alike; end to end, the same
+    audio whatever the chunks."""
     T = 3 * m.receptive_field
     src, frames = video(T + m.lookahead)
     index = torch.from_numpy(src.frame_index(0, T))[None]
     audio = torch.sin(torch.arange(T) / 7.0)[None] * 0.5
-    # training: the objective and the step go through the distribution
     batch = DeviceBatch(frames, index, audio, m.receptive_field)
     params = list(m.parameters())
     opt = torch.optim.Adam(params, lr=1e-2)
@@ -143,23 +143,33 @@ def test_a_second_output_distribution_trains_scores_and_generates(toy_output):
     for _ in range(5):
         last = train_step(m, m.output, batch, opt, params, decayed_parameters(m), 0.0, 10.0).ce
     assert torch.isfinite(first) and last < first
-    # teacher forcing: the fused kernel's head equals the parallel forward
     m.eval()
     classes = m.output.encode(audio)
     with torch.no_grad():
         parallel = m(frames, index, classes)
     cached = score_incremental(m, frames, index, classes, chunk=333)
     assert (cached - parallel).abs().max() <= 1e-4
-    # sampling: the numba sampler (fused) and the torch sampler (graphed step) draw alike
     cond = Conditioner(m, [frame_features(m, src)]).chunk([src], [0], 500)
-    u = np.random.default_rng(3).random((1, 500, 1))
+    u = np.random.default_rng(3).random((1, 500, m.output.n_uniforms))
     fused, _ = FusedDecoderState(pack_decoder(m.decoder), m.output, 1).run(cond, 500, u, 0.7)
     graphed, _ = GraphedDecoderState(m.decoder, m.output, 1, 500).run(cond, 500, u, 0.7)
     assert (fused == graphed).mean() > 0.99 and len(np.unique(fused)) > 3
-    # and end to end
     out = generate(m, [src], temperature=0.7, seed=1)[0]
     assert out.dtype == np.int16 and len(out) == T + m.lookahead
-    assert np.array_equal(out, generate(m, [src], temperature=0.7, seed=1)[0])
+    assert np.array_equal(out, generate(m, [src], temperature=0.7, seed=1, chunk=300)[0])
+
+
+def test_a_second_output_distribution_trains_scores_and_generates(toy_output):
+    m = tiny(output="toy-logistic")
+    assert isinstance(m.output, ToyLogistic) and m.decoder.head2.out_channels == 2
+    assert m.silence == 32  # level of zero amplitude
+    trains_scores_and_generates(m)
+
+
+def test_the_mixture_of_logistics_trains_scores_and_generates():
+    m = tiny(output="mulaw-logistic")
+    assert m.decoder.head2.out_channels == 30 and m.output.n_uniforms == 2
+    trains_scores_and_generates(m)
 
 
 def test_a_second_conditioning_path_is_summed_and_generates_exactly(toy_path):

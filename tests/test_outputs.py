@@ -1,7 +1,8 @@
 """The output ablations of issue 17: pre-emphasis of the modelled audio (undone on output, chunk
 after chunk, the same whatever the chunks, in every generator) and the discretized mixture of
 logistics over the mu-law classes (a proper distribution over the classes; its numba and torch
-samplers draw alike and in proportion; it trains, scores and generates)."""
+samplers draw alike and in proportion; that it trains, scores and generates is checked beside
+the other distributions in tests/test_extension_points.py)."""
 
 from __future__ import annotations
 
@@ -17,23 +18,14 @@ from deepsynth.audio import PcmStream, deemphasize, float_to_int16, preemphasize
 from deepsynth.checkpoint import load_checkpoint
 from deepsynth.config import AudioConfig, ModelConfig
 from deepsynth.generate import packed
-from deepsynth.generate.fused import FusedDecoderState, pack_decoder
 from deepsynth.generate.generator import (
-    Conditioner,
     Window,
-    frame_features,
     generate,
-    score_incremental,
 )
-from deepsynth.generate.graphed import GraphedDecoderState
 from deepsynth.generate.live import ChangesInput, LiveGenerator, Session, SimulatedClock
 from deepsynth.model.deepsynth import DeepSynth
 from deepsynth.model.output import MuLawLogistic, MuLawSoftmax
-from deepsynth.model.presets import get_preset
 from deepsynth.sim import keyboard
-from deepsynth.train.data import DeviceBatch
-from deepsynth.train.objective import decayed_parameters
-from deepsynth.train.step import train_step
 
 # --- pre-emphasis ------------------------------------------------------------------------
 
@@ -173,36 +165,3 @@ def test_mixture_samplers_agree_and_draw_in_proportion(inv_temp, floor):
         many = draw(MIX_ONE, row, np.random.default_rng(3).random((40_000, 2)), 1.0, 0.0)
         freq = np.bincount(many, minlength=256) / len(many)
         np.testing.assert_allclose(freq, class_probs(params[:1])[0], atol=0.01)
-
-
-def test_a_mixture_model_trains_scores_and_generates():
-    torch.manual_seed(0)
-    m = DeepSynth(dataclasses.replace(get_preset("tiny").model, output="mulaw-logistic"),
-                  keyboard.layout())
-    assert m.decoder.head2.out_channels == 30
-    _, src = piece(4000)
-    T = src.n_samples - m.lookahead
-    feats_src = src
-    index = torch.from_numpy(src.frame_index(0, T))[None]
-    frames = torch.from_numpy(np.concatenate(list(src.frame_batches())))
-    audio = torch.sin(torch.arange(T) / 7.0)[None] * 0.5
-    batch = DeviceBatch(frames, index, audio, m.receptive_field)
-    params = list(m.parameters())
-    opt = torch.optim.Adam(params, lr=1e-2)
-    first = train_step(m, m.output, batch, opt, params, decayed_parameters(m), 0.0, 10.0).ce
-    for _ in range(5):
-        last = train_step(m, m.output, batch, opt, params, decayed_parameters(m), 0.0, 10.0).ce
-    assert torch.isfinite(first) and last < first
-    m.eval()
-    classes = m.output.encode(audio)
-    with torch.no_grad():
-        parallel = m(frames, index, classes)
-    assert (score_incremental(m, frames, index, classes, chunk=333) - parallel).abs().max() <= 1e-4
-    cond = Conditioner(m, [frame_features(m, feats_src)]).chunk([src], [0], 500)
-    u = np.random.default_rng(3).random((1, 500, 2))
-    fused, _ = FusedDecoderState(pack_decoder(m.decoder), m.output, 1).run(cond, 500, u, 0.7)
-    graphed, _ = GraphedDecoderState(m.decoder, m.output, 1, 500).run(cond, 500, u, 0.7)
-    assert (fused == graphed).mean() > 0.99 and len(np.unique(fused)) > 3
-    out = generate(m, [src], temperature=0.7, seed=1)[0]
-    assert out.dtype == np.int16 and len(out) == src.n_samples
-    assert np.array_equal(out, generate(m, [src], temperature=0.7, seed=1, chunk=300)[0])
