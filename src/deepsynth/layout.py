@@ -141,14 +141,13 @@ class KeyboardLayout:
         return _read_only(shade[self.key_map])
 
     @cached_property
-    def _one_hot(self) -> np.ndarray:
-        """(H * W, 88) float32: 1 where a pixel belongs to a key. A product with it sums each
-        key's pixels exactly (integer sums below 2 ** 24: at most 255 x 65,793 pixels a key)."""
+    def _by_key(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the pixels keys own, key by key in pixel order; where each key's run starts)."""
         flat = self.key_map.reshape(-1)
-        out = np.zeros((len(flat), N_KEYS), dtype=np.float32)
         owned = np.flatnonzero(flat >= 0)
-        out[owned, flat[owned]] = 1.0
-        return _read_only(out)
+        order = owned[np.argsort(flat[owned], kind="stable")]
+        starts = np.searchsorted(flat[order], np.arange(N_KEYS))
+        return _read_only(order), _read_only(starts)
 
     # --- frames ---------------------------------------------------------------------------------
 
@@ -167,14 +166,17 @@ class KeyboardLayout:
 
     def key_means(self, frames: np.ndarray) -> np.ndarray:
         """Frames (N, H, W) or (H, W) -> (N, 88) / (88,) float64: the mean of each key's own
-        pixels (summed exactly)."""
+        pixels (integer frames summed exactly)."""
         frames = np.asarray(frames)
         single = frames.ndim == 2
         if frames.ndim < 2 or frames.shape[-2:] != self.shape:
             raise ValueError(f"frames must be {self.height}x{self.width}, got "
                              f"{frames.shape[-2:]}")
-        flat = frames.reshape(-1, self.height * self.width).astype(np.float32)
-        means = (flat @ self._one_hot).astype(np.float64) / self.counts
+        order, starts = self._by_key
+        flat = frames.reshape(-1, self.height * self.width)
+        exact = np.int64 if np.issubdtype(flat.dtype, np.integer) else np.float64
+        sums = np.add.reduceat(flat[:, order], starts, axis=1, dtype=exact)
+        means = sums / self.counts
         return means[0] if single else means
 
     def read_key_states(self, frames: np.ndarray) -> np.ndarray:
