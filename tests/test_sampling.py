@@ -14,7 +14,6 @@ from deepsynth.generate.sources import source_from_changes
 from deepsynth.model.deepsynth import DeepSynth
 from deepsynth.model.output import MuLawSoftmax
 from deepsynth.model.presets import get_preset
-from deepsynth.samplers import _exp_py, softmax_lanes
 from deepsynth.sim import keyboard
 from deepsynth.sim.keystates import KeyChanges
 
@@ -70,26 +69,3 @@ def test_generation_takes_the_floor_and_refuses_a_bad_one():
     for bad in (float("nan"), -0.1, 0.5):
         with pytest.raises(DeepSynthError, match="floor"):
             generate(model, [source], floor=bad)
-
-
-@pytest.mark.parametrize("inv_temp,floor", [(1.0, 0.0), (1 / 0.6, 0.005), (0.0, 0.0)])
-def test_lanes_draw_each_column_as_the_one_row_sampler_does(inv_temp, floor):
-    """The fused kernels draw a group of sequences at once (`softmax_lanes`) and one sequence
-    with `sample_softmax`: the same class for a column, whatever its lane and the group's width
-    (the lanes past `n` left alone)."""
-    rng = np.random.default_rng(7)
-    for width, n in ((8, 8), (8, 5), (1, 1), (3, 2)):
-        for _ in range(40):
-            logits = rng.normal(0, 2.5, (256, width)).astype(np.float32)
-            u = rng.random(width)
-            out = np.full(width, -1, np.int64)
-            softmax_lanes(logits, n, u, inv_temp, floor, out)
-            one = [SAMPLE_ONE(np.ascontiguousarray(logits[:, w]), u[w : w + 1], inv_temp, floor)
-                   for w in range(n)]
-            assert out[:n].tolist() == one and (out[n:] == -1).all()
-
-
-def test_the_samplers_exp_is_exact_to_a_few_ulp():
-    x = np.concatenate([np.linspace(-700.0, 0.0, 20001), -np.logspace(-12, 2, 2000), [0.0]])
-    got = np.array([p * 2.0 ** e for p, e in map(_exp_py, x)])
-    assert np.max(np.abs(got / np.exp(x) - 1.0)) < 4.5e-16

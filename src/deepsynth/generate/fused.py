@@ -19,8 +19,7 @@ A batch whose lanes are at least 3/4 full (6-8, 12-16, 18-24, ...) runs in lanes
 (`_run_group`): LANES = 8 sequences side by side, every activation (channels, LANES), so each
 weight is loaded once per sample for all of them and every matrix product is a small
 matrix-matrix product whose 8 x 8 sums stay in SIMD registers (`_mm_lanes`, LLVM vector code:
-numba vectorizes neither across sequences nor with sums in registers, measured), and the
-softmax draws the 8 classes at once (`samplers.softmax_lanes`, vectorized over the lanes). Smaller
+numba vectorizes neither across sequences nor with sums in registers, measured). Smaller
 batches run each sequence through the one-sequence code, the sequences spread over the cores.
 Both do the same products and sums in the same order, contracted alike: an input's samples are
 bit-identical alone or anywhere in a batch (tests/test_fused.py). Throughput:
@@ -42,7 +41,7 @@ from numba import types as nbtypes
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from deepsynth.samplers import sample_softmax, softmax_lanes
+from deepsynth.samplers import sample_softmax
 
 if TYPE_CHECKING:  # packing reads a torch decoder; the kernels and their state need no torch
     import torch
@@ -353,8 +352,6 @@ def _run_group_py(
     hid = np.empty((S, W), np.float32)
     lg = np.empty((K, W), np.float32)
     one = np.empty(K, np.float32)
-    lane_u = np.zeros(W, np.float64)
-    picks = np.empty(W, np.int64)
     lane_prev = np.zeros(W, np.int64)
     b0 = g * W
     nb = min(W, B - b0)
@@ -415,24 +412,14 @@ def _run_group_py(
             for w in range(W):
                 act[o, w] = max(hid[o, w], _ZERO)
         _mm_lanes(lg, h2w, act)
-        if _LANES_SAMPLER and not has_forced:  # every lane's class at once
-            for w in range(nb):
-                lane_u[w] = uniforms[b0 + w, tt, 0]
-            _sample_lanes(lg, nb, lane_u, inv_temp, floor, picks)
         for w in range(nb):
             b = b0 + w
-            if keep_logits or not (_LANES_SAMPLER or has_forced):
-                for o in range(K):
-                    one[o] = lg[o, w]
+            for o in range(K):
+                one[o] = lg[o, w]
             if keep_logits:
                 for o in range(K):
                     logits_out[b, tt, o] = one[o]
-            if has_forced:
-                nxt = forced[b, tt]
-            elif _LANES_SAMPLER:
-                nxt = picks[w]
-            else:
-                nxt = _sample(one, uniforms[b, tt], inv_temp, floor)
+            nxt = forced[b, tt] if has_forced else _sample(one, uniforms[b, tt], inv_temp, floor)
             classes[b, tt] = nxt
             lane_prev[w] = nxt
     for w in range(nb):
@@ -455,12 +442,8 @@ def _run_lanes_py(
 
 # the default distribution's kernels, compiled once and cached on disk; of fastmath only
 # "contract" (CONTRACT): each product fused with the add that follows it (one rounding, an fma
-# where the CPU has one), in the one-sequence kernel and in lanes alike; no reordering. The
-# softmax draws a group's lanes at once (`softmax_lanes`, whose one column is `sample_softmax`:
-# the same class alone and in a batch); another distribution draws lane by lane.
-_sample = njit(cache=True, nogil=True)(sample_softmax)
-_sample_lanes = softmax_lanes
-_LANES_SAMPLER = True
+# where the CPU has one), in the one-sequence kernel and in lanes alike; no reordering
+_sample = njit(cache=True, fastmath=True, nogil=True)(sample_softmax)
 # error_model numpy: no zero-division branch in the gate's p / q (q >= 0.0049), so it vectorizes
 _FLAGS = {"nogil": True, "fastmath": set(CONTRACT), "error_model": "numpy"}
 _run_one = njit(cache=True, **_FLAGS)(_run_one_py)
@@ -483,8 +466,7 @@ def kernels(sample_one: Callable) -> tuple[Callable, Callable, Callable]:
     sample = njit(fastmath=True, nogil=True)(sample_one)
     one = njit(**_FLAGS)(rebind(_run_one_py, "_run_one", _sample=sample))
     batch = njit(parallel=True, nogil=True)(rebind(_run_batch_py, "_run_batch", _run_one=one))
-    group = njit(**_FLAGS)(rebind(_run_group_py, "_run_group", _sample=sample,
-                                  _LANES_SAMPLER=False))
+    group = njit(**_FLAGS)(rebind(_run_group_py, "_run_group", _sample=sample))
     lanes = njit(parallel=True, nogil=True)(rebind(_run_lanes_py, "_run_lanes",
                                                    _run_group=group))
     return one, batch, lanes
