@@ -165,3 +165,19 @@ def test_mixture_samplers_agree_and_draw_in_proportion(inv_temp, floor):
         many = draw(MIX_ONE, row, np.random.default_rng(3).random((40_000, 2)), 1.0, 0.0)
         freq = np.bincount(many, minlength=256) / len(many)
         np.testing.assert_allclose(freq, class_probs(params[:1])[0], atol=0.01)
+
+
+def test_packs_of_an_emphasised_and_of_a_mixture_model_round_trip(emphasised, tmp_path):
+    """Both ablations pack, save, load back (their shapes checked) and generate the same."""
+    _, pe = emphasised
+    mix = DeepSynth(dataclasses.replace(pe.cfg, preemphasis=0.0, output="mulaw-logistic"),
+                    pe.layout).eval()
+    (_, _, n), src = piece(3000)
+    for model in (pe, mix):
+        pack = packed.pack_model(model, "1" * 64)
+        packed.save(pack, tmp_path / "p.npz")
+        back = packed.load(tmp_path / "p.npz", "1" * 64)
+        assert back.output == model.cfg.output and back.preemphasis == model.cfg.preemphasis
+        a, b = (packed.generate_packed(p, [src], [Window(0, n)], 0.6, 4)[0] for p in (pack, back))
+        assert np.array_equal(a, b) and np.array_equal(a, generate(model, [src], [Window(0, n)],
+                                                                   0.6, 4)[0])

@@ -46,6 +46,7 @@ def sample_softmax(logits: np.ndarray, uniforms: np.ndarray, inv_temp: float,
 # the mixture of logistics (model/output.py `MuLawLogistic`): params are M weight logits, M
 # means and M log-scales over the mu-law companded value in [-1, 1]
 MIX_MU = 255  # its classes: the mu-law levels of mu = 255
+MIX_COMPONENTS = 10  # logistics in the mixture (3 parameters each)
 MIX_LOG_SCALE_MIN = -7.0  # log-scales clamped below (a scale of 1e-3: a fraction of one class)
 
 

@@ -184,7 +184,7 @@ def run(
                            min(step, total - t))
 
     with ThreadPoolExecutor(1, "deepsynth-condition", conditioner.thread_start) as pool:
-        pending = conditioning(0)
+        pending = conditioning(0) if total else None
         for t in range(0, total, step):
             n = min(step, total - t)
             cond = pending.result()

@@ -33,7 +33,7 @@ from deepsynth.generate.fused import FusedDecoderState, PackedDecoder
 from deepsynth.generate.keycond import PackedKeyConditioning
 from deepsynth.generate.sources import VideoSource
 from deepsynth.layout import N_KEYS, KeyboardLayout
-from deepsynth.samplers import sample_logistic_mix, sample_softmax
+from deepsynth.samplers import MIX_COMPONENTS, sample_logistic_mix, sample_softmax
 
 if TYPE_CHECKING:
     from deepsynth.model.deepsynth import DeepSynth
@@ -264,12 +264,15 @@ def _check_shapes(p: PackedModel, path) -> None:
     n_layers, width = d.conv_b.shape
     classes, residual = d.embed.shape
     skip = d.head1_w.shape[0]
-    fits = (width == 2 * residual
+    n_params = d.head2_b.shape[0]  # the head's width: the distribution's parameters
+    params = {"mulaw-softmax": classes, "mulaw-logistic": 3 * MIX_COMPONENTS}.get(p.output)
+    fits = (width == 2 * residual and n_params == params
+            and 0 <= p.silence < classes and p.n_uniforms >= 1
             and d.conv_w.shape == (n_layers, d.kernel, width, residual)
             and d.out_w.shape == (n_layers, residual + skip, residual)
             and d.out_b.shape == (n_layers, residual + skip)
             and d.head1_w.shape == (skip, skip) and d.head1_b.shape == (skip,)
-            and d.head2_w.shape == (classes, skip) and d.head2_b.shape == (classes,)
+            and d.head2_w.shape == (n_params, skip)
             and d.dilations.shape == (n_layers,) and d.offsets.shape == (n_layers + 1,)
             and p.levels.shape == (classes,) and p.levels.dtype == np.float32
             and 0.0 <= p.preemphasis < 1.0

@@ -27,6 +27,7 @@ from torch import Tensor
 from deepsynth.audio import PcmStream, deemphasize, mu_law_decode, mu_law_encode, preemphasize
 from deepsynth.config import AudioConfig, ModelConfig
 from deepsynth.samplers import (
+    MIX_COMPONENTS,
     MIX_LOG_SCALE_MIN,
     MIX_MU,
     sample_logistic_mix,
@@ -173,7 +174,7 @@ class MuLawLogistic(OutputDistribution):
     name = "mulaw-logistic"
     sample_one = staticmethod(sample_logistic_mix)
     n_uniforms = 2
-    components = 10
+    components = MIX_COMPONENTS
 
     def __init__(self, audio: AudioConfig, preemphasis: float = 0.0) -> None:
         super().__init__(audio, preemphasis)
