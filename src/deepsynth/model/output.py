@@ -82,8 +82,9 @@ class OutputDistribution(ABC):
         return torch.from_numpy(y).to(signal.device) if is_torch else y
 
     def pcm_stream(self) -> PcmStream:
-        """Classes -> int16 audio chunk after chunk, for one generated signal (`decode`'s
-        numbers, rounded to int16, whatever the chunks)."""
+        """Classes -> int16 audio chunk after chunk, for one generated signal (the same samples
+        whatever the chunks; `decode`'s numbers to within one int16 step, as `decode` rounds
+        to float32 first)."""
         return PcmStream(self.dequantize(np.arange(self.n_inputs)), self.preemphasis)
 
     @abstractmethod
@@ -169,7 +170,9 @@ class MuLawLogistic(OutputDistribution):
     mu-law classes: per sample, M weights, means and log-scales of the companded value in
     [-1, 1] (3M head outputs instead of 256); a class's probability is the mixture's mass over
     its bin (the end bins reach to infinity). The decoder reads past samples as the same classes
-    as the softmax does."""
+    as the softmax does. The temperature scales the logistics' spread (not the weights); the
+    most likely class is taken as the heaviest component's mean (close to, not always, the
+    mixture's mode)."""
 
     name = "mulaw-logistic"
     sample_one = staticmethod(sample_logistic_mix)
