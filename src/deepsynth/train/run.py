@@ -59,7 +59,7 @@ from deepsynth.train.state import (
     seed_everything,
     set_rng_state,
 )
-from deepsynth.train.step import evaluate_batches, train_step
+from deepsynth.train.step import evaluate_batches, noise_seed, train_step
 
 CONFIG_JSON = "config.json"
 
@@ -469,7 +469,8 @@ class Run:
         self.lr = lr_at(state.step, cfg)
         set_lr(self.optimizer, self.lr)
         r = train_step(self.forward, self.model.output, batch, self.optimizer, self.params,
-                       self.decayed, cfg.l2, cfg.grad_clip, cfg.precision, cfg.input_noise)
+                       self.decayed, cfg.l2, cfg.grad_clip, cfg.precision, cfg.input_noise,
+                       noise_seed(cfg.seed, self.env.rank, state.step))
         self.metrics.add(r.ce, r.grad_norm, cfg.grad_clip, r.penalty, self.samples_per_step)
         state.step += 1
         state.batch_in_epoch += 1

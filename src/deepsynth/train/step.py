@@ -34,28 +34,36 @@ class StepResult:
     penalty: Tensor  # the L2 term added to the loss
 
 
-def noisy(classes: Tensor, std: float, n_inputs: int) -> Tensor:
+def noisy(classes: Tensor, std: float, n_inputs: int, seed: int = 0) -> Tensor:
     """The classes the decoder reads in a training step: `classes` plus Gaussian noise of `std`
-    classes, rounded and kept in [0, n_inputs) (the targets stay `classes`), drawn from torch's
-    generator of their device (saved with the run, so a resumed run draws the same); std 0:
-    `classes` itself."""
+    classes, rounded and kept in [0, n_inputs) (the targets stay `classes`), drawn from a
+    generator seeded `seed` alone (the run gives one per step and process: a resumed run, on
+    any number of devices, draws the same); std 0: `classes` itself."""
     if not std:
         return classes
-    noise = torch.round(torch.randn(classes.shape, device=classes.device) * std).long()
-    return (classes + noise).clamp_(0, n_inputs - 1)
+    gen = torch.Generator(device=classes.device)
+    gen.manual_seed(int(seed))
+    noise = torch.randn(classes.shape, device=classes.device, generator=gen)
+    return (classes + torch.round(noise * std).long()).clamp_(0, n_inputs - 1)
+
+
+def noise_seed(seed: int, rank: int, step: int) -> int:
+    """The input noise's seed for one step of one process."""
+    return ((int(seed) * 1_000_003 + int(rank)) * 1_000_000_007 + int(step)) & (2**63 - 1)
 
 
 def train_step(forward: nn.Module, output: OutputDistribution, batch: DeviceBatch,
                optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
                decayed: list[nn.Parameter], l2: float, grad_clip: float,
-               precision: str = "fp32", input_noise: float = 0.0) -> StepResult:
+               precision: str = "fp32", input_noise: float = 0.0,
+               noise_seed: int = 0) -> StepResult:
     """One step on `batch`. `forward` is the model as called (maybe DDP-wrapped or compiled),
     `output` its output distribution, `params` all its parameters, `decayed` the ones under
-    the L2 penalty; `input_noise`: see `noisy`."""
+    the L2 penalty; `input_noise`, `noise_seed`: see `noisy`."""
     forward.train()
     optimizer.zero_grad(set_to_none=True)
     classes = output.encode(batch.audio)
-    inputs = noisy(classes, input_noise, output.n_inputs)
+    inputs = noisy(classes, input_noise, output.n_inputs, noise_seed)
     with autocast(classes.device, precision):
         params_out = forward(batch.frames, batch.frame_index, inputs)
     ce = segment_loss(output, params_out, classes, batch.loss_start)
