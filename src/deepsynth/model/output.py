@@ -129,8 +129,24 @@ def output_distribution(cfg: ModelConfig) -> OutputDistribution:
     return cls(cfg.audio, cfg.preemphasis)
 
 
+class MuLawClasses(OutputDistribution):
+    """The classes of the mu-law distributions: the mu + 1 (256) levels of mu-law quantised
+    audio, read by the decoder as its input alphabet."""
+
+    def __init__(self, audio: AudioConfig, preemphasis: float = 0.0) -> None:
+        super().__init__(audio, preemphasis)
+        self.mu = audio.mu
+        self.n_inputs = audio.mu + 1
+
+    def quantize(self, signal):
+        return mu_law_encode(signal, self.mu)
+
+    def dequantize(self, classes):
+        return mu_law_decode(classes, self.mu)
+
+
 @register
-class MuLawSoftmax(OutputDistribution):
+class MuLawSoftmax(MuLawClasses):
     """The paper's output: a softmax over the mu + 1 (256) levels of mu-law quantised audio."""
 
     name = "mulaw-softmax"
@@ -138,14 +154,7 @@ class MuLawSoftmax(OutputDistribution):
 
     def __init__(self, audio: AudioConfig, preemphasis: float = 0.0) -> None:
         super().__init__(audio, preemphasis)
-        self.mu = audio.mu
-        self.n_inputs = self.n_params = audio.mu + 1
-
-    def quantize(self, signal):
-        return mu_law_encode(signal, self.mu)
-
-    def dequantize(self, classes):
-        return mu_law_decode(classes, self.mu)
+        self.n_params = self.n_inputs
 
     def loss(self, params: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         return F.cross_entropy(params.float(), targets, reduction=reduction)
@@ -165,7 +174,7 @@ class MuLawSoftmax(OutputDistribution):
 
 
 @register
-class MuLawLogistic(OutputDistribution):
+class MuLawLogistic(MuLawClasses):
     """A discretized mixture of logistics (PixelCNN++, Parallel WaveNet) over the same 256
     mu-law classes: per sample, M weights, means and log-scales of the companded value in
     [-1, 1] (3M head outputs instead of 256); a class's probability is the mixture's mass over
@@ -180,18 +189,10 @@ class MuLawLogistic(OutputDistribution):
     components = MIX_COMPONENTS
 
     def __init__(self, audio: AudioConfig, preemphasis: float = 0.0) -> None:
-        super().__init__(audio, preemphasis)
         if audio.mu != MIX_MU:
             raise ValueError(f"the logistic mixture's classes are mu-law with mu = {MIX_MU}")
-        self.mu = audio.mu
-        self.n_inputs = audio.mu + 1
+        super().__init__(audio, preemphasis)
         self.n_params = 3 * self.components
-
-    def quantize(self, signal):
-        return mu_law_encode(signal, self.mu)
-
-    def dequantize(self, classes):
-        return mu_law_decode(classes, self.mu)
 
     def _split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         M = self.components
