@@ -116,7 +116,7 @@ def test_presets_match_table_1():
     standins = {name for name in PRESETS if name.startswith("cpu-")}
     assert len(standins) == len(TABLE_1)  # one CPU stand-in per Table 1 row
     small = {"small", "small-video", "small-paper", "small-traces", "small-keys",
-             "small-18x32", "small-12x48", "small-pe85", "small-mol"}
+             "small-18x32", "small-12x48", "small-12x24", "small-pe85", "small-mol"}
     assert set(PRESETS) == set(TABLE_1) | small | {"tiny"} | standins
     for name, (layers, channels, l2) in TABLE_1.items():
         p = get_preset(name)

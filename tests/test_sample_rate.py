@@ -29,7 +29,7 @@ SR = 16000
 AT_4KHZ = {name: (0, 1, 2048) for name in PRESETS}
 AT_4KHZ |= {"small": (15, 1, 2048), "small-keys": (15, 1, 2048), "small-video": (15, 16, 2048),
             "small-traces": (15, 16, 2048), "small-18x32": (15, 1, 2048),
-            "small-12x48": (15, 1, 2048), "small-pe85": (15, 1, 2048),
+            "small-12x48": (15, 1, 2048), "small-12x24": (15, 1, 2048), "small-pe85": (15, 1, 2048),
             "small-mol": (15, 1, 2048)}
 
 
