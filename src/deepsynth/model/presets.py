@@ -148,7 +148,7 @@ PRESETS: dict[str, Preset] = {
         for layers, ch, what in [
             (18, 32, "two cycles of dilations, receptive field 1,023 samples, ~1.5x the step"),
             (12, 48, "1.5x the width, ~2.2x the step"),
-            (12, 24, "0.75x the width, a cheaper step"),
+            (12, 24, "0.75x the width, ~0.83x the step"),
         ]
     },
     **{

@@ -56,14 +56,14 @@ def train_step(forward: nn.Module, output: OutputDistribution, batch: DeviceBatc
                optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
                decayed: list[nn.Parameter], l2: float, grad_clip: float,
                precision: str = "fp32", input_noise: float = 0.0,
-               noise_seed: int = 0) -> StepResult:
+               input_seed: int = 0) -> StepResult:
     """One step on `batch`. `forward` is the model as called (maybe DDP-wrapped or compiled),
     `output` its output distribution, `params` all its parameters, `decayed` the ones under
-    the L2 penalty; `input_noise`, `noise_seed`: see `noisy`."""
+    the L2 penalty; `input_noise`, `input_seed` (from `noise_seed`): see `noisy`."""
     forward.train()
     optimizer.zero_grad(set_to_none=True)
     classes = output.encode(batch.audio)
-    inputs = noisy(classes, input_noise, output.n_inputs, noise_seed)
+    inputs = noisy(classes, input_noise, output.n_inputs, input_seed)
     with autocast(classes.device, precision):
         params_out = forward(batch.frames, batch.frame_index, inputs)
     ce = segment_loss(output, params_out, classes, batch.loss_start)
