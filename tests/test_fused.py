@@ -1,6 +1,6 @@
 """The fused decoder kernel: a sequence's samples and logits are bit-identical alone and at any
-position of a batch of any size (batches run as separate sequences or in lanes, see
-`use_lanes`), and its gate's tanh is within float32 rounding of the true one."""
+position of a batch of any size, whatever the width of the groups the batch runs in (see
+`group_width`), and its gate's tanh is within float32 rounding of the true one."""
 
 import numpy as np
 import pytest
@@ -11,8 +11,8 @@ from deepsynth.generate.fused import (
     FusedDecoderState,
     _gate,
     _tanh,
+    group_width,
     pack_decoder,
-    use_lanes,
 )
 from deepsynth.model.deepsynth import DeepSynth
 from deepsynth.model.presets import get_preset
@@ -25,8 +25,8 @@ def small():
     return DeepSynth(get_preset("small").model, keyboard.layout()).eval()
 
 
-def _run(model, cond, uniforms, rows, forced=None):
-    state = FusedDecoderState(pack_decoder(model.decoder), model.output, len(rows))
+def _run(model, cond, uniforms, rows, forced=None, width=None):
+    state = FusedDecoderState(pack_decoder(model.decoder), model.output, len(rows), width)
     n = cond.shape[1]
     f = None if forced is None else forced[rows]
     classes, logits = state.run(cond[rows], n // 2, uniforms[rows], 0.9,
@@ -45,18 +45,26 @@ def test_a_sequence_is_bit_identical_alone_and_anywhere_in_a_batch(small, teache
     uniforms = rng.random((9, n, 1))
     forced = rng.integers(0, 256, (9, n)) if teacher_forced else None
     alone = {r: _run(small, cond, uniforms, [r], forced) for r in (0, 4, 8)}
-    packed = pack_decoder(small.decoder)
-    batches = ([0, 4], [4, 1, 2, 0], [8, 7, 6, 5, 4, 3, 2, 1], [2, 8, 4, 0, 6, 1],
-               [8, 7, 6, 5, 4, 3, 2, 1, 0], list(range(9)) + [8, 4, 0] * 2 + [5])
-    assert [use_lanes(packed, len(rows)) for rows in batches] == [False, False, True, True,
-                                                                 False, True]
-    for rows in batches:
-        classes, logits = _run(small, cond, uniforms, rows, forced)
+    # (rows, group width): one group or several, full or padded, of every width the kernel
+    # has code for (8, 4, 2, 1) and of widths it makes from them (3, 7: 2 + 1, 4 + 2 + 1)
+    batches = (([0, 4], 2), ([0, 4], 1), ([4, 1, 2, 0], 4), ([4, 1, 2, 0], 3),
+               ([8, 7, 6, 5, 4, 3, 2, 1], 8), ([2, 8, 4, 0, 6, 1], 4),
+               ([8, 7, 6, 5, 4, 3, 2, 1, 0], 7), (list(range(9)) + [8, 4, 0] * 2 + [5], 8),
+               ([3, 0, 8], None))
+    for rows, width in batches:
+        classes, logits = _run(small, cond, uniforms, rows, forced, width)
         for pos, r in enumerate(rows):
             if r in alone:
                 assert np.array_equal(classes[pos], alone[r][0][0])
                 assert np.array_equal(logits[pos], alone[r][1][0])
     assert len({alone[r][0][0].tobytes() for r in alone}) == 3  # the inputs do matter
+
+
+def test_a_batch_is_split_into_groups_that_keep_every_core_busy():
+    assert [group_width(b, 2) for b in (1, 2, 3, 4, 5, 8, 9, 16, 64)] == [1, 1, 2, 2, 4, 4, 8,
+                                                                          8, 8]
+    assert [group_width(b, 1) for b in (1, 2, 3, 8, 9)] == [1, 2, 4, 8, 8]
+    assert group_width(8, 0) == 8  # no threads reported: one core
 
 
 def test_the_gate_is_tanh_times_sigmoid_to_float32_precision():

@@ -2,6 +2,8 @@
 same classes, with and without a probability floor; the floor never draws a class rarer than
 it and draws the others in proportion to what is left above it; generation takes it."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -69,3 +71,24 @@ def test_generation_takes_the_floor_and_refuses_a_bad_one():
     for bad in (float("nan"), -0.1, 0.5):
         with pytest.raises(DeepSynthError, match="floor"):
             generate(model, [source], floor=bad)
+
+
+def _reference_draw(row, u, inv_temp, floor):
+    """The softmax sampler's rule in float64 numpy, with the C library's exp and exact sums."""
+    w = np.exp((row.astype(np.float64) - row.max()) * inv_temp)
+    if floor > 0:
+        w = np.where(w > floor * math.fsum(w), w - floor * math.fsum(w), 0.0)
+    return int(np.searchsorted(np.cumsum(w), u[0] * math.fsum(w), side="right"))
+
+
+@pytest.mark.parametrize("inv_temp,floor", [(1.0, 0.0), (1 / 0.6, 0.005), (3.0, 0.02)])
+def test_the_samplers_own_exp_draws_what_the_c_librarys_would(inv_temp, floor):
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 4.0, (3000, 256)).astype(np.float32)
+    logits[::7, 5] -= 3000.0  # far below the rest: exp's clamp
+    logits[::11, :128] += 40.0  # a wide range of exponents
+    uniforms = rng.random((3000, 1))
+    got = draw_numba(logits, uniforms, inv_temp, floor)
+    want = [_reference_draw(r, u, inv_temp, floor) for r, u in zip(logits, uniforms,
+                                                                    strict=True)]
+    assert np.mean(got == np.array(want)) > 0.999  # parting only within a rounding of a bound

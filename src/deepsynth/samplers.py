@@ -1,46 +1,113 @@
 """The output distributions' one-sample samplers, in plain Python over numpy arrays that numba
 compiles for the fused decoder step (`generate/fused.py`). No torch here: the generator that
 runs without it (`generate/packed.py`) draws with the same compiled code as the one with it.
-`model/output.py` gives each distribution its sampler from this module."""
+`model/output.py` gives each distribution its sampler from this module. The softmax sampler
+computes its 256 exponentials with an exp of its own that vectorizes (below): 3.5x faster than
+the C library's, to within 1 ulp of it (tests/test_sampling.py)."""
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
+
+# exp(x) for x <= 0 as the samplers need it: 256 of them per sample, where the C library's exp,
+# called once per class, cost three quarters of the softmax sampler (measured). Range reduction
+# x = k ln 2 + r (Cody-Waite: ln 2 in two parts, so k ln 2 is exact), exp(r) by its Taylor series
+# to r^13 (|r| <= ln(2)/2: relative error < 3e-16), 2^k written into a float64's exponent bits.
+# Only + * and a rounding trick, so a loop of them vectorizes. It needs its operations in the
+# order written: compile it with SAMPLER_FASTMATH (no reassociation), never fastmath=True.
+SAMPLER_FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # ln 2's leading 32 bits: k * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10
+_ROUND = 6755399441055744.0  # 1.5 * 2^52: x + _ROUND rounds x to an integer in the low bits
+_ROUND_BITS = int(np.float64(_ROUND).view(np.int64))
+_EXP_MIN = -708.0  # exp(-708) is still a normal float64 (the classes below it weigh ~0 anyway)
+_E = [1.0 / float(np.prod(np.arange(1, n + 1, dtype=np.float64))) for n in range(14)]
+(_E0, _E1, _E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11, _E12, _E13) = _E
+
+
+@njit(inline="always", fastmath=SAMPLER_FASTMATH, nogil=True)
+def _sum8(w: np.ndarray) -> float:
+    """The sum of a float64 array in eight interleaved partial sums added pairwise: one fixed
+    order (the same on every CPU), and a loop that vectorizes without reassociation."""
+    K = w.shape[0]
+    n = K - K % 8
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    for o in range(0, n, 8):
+        s0 += w[o]
+        s1 += w[o + 1]
+        s2 += w[o + 2]
+        s3 += w[o + 3]
+        s4 += w[o + 4]
+        s5 += w[o + 5]
+        s6 += w[o + 6]
+        s7 += w[o + 7]
+    total = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    for o in range(n, K):
+        total += w[o]
+    return total
 
 
 def sample_softmax(logits: np.ndarray, uniforms: np.ndarray, inv_temp: float,
-                    floor: float) -> int:
+                   floor: float) -> int:
     """Inverse-CDF sampling from softmax(logits * inv_temp) with `floor` subtracted from every
     probability (those below it dropped) and the rest renormalised, as LPCNet does: the rare
     classes that make a noise floor are never drawn (floor 0: plain sampling); inv_temp <= 0:
-    the argmax. Written for numba (loops over arrays); the first maximum wins, as in
-    `argmax`."""
+    the argmax (the first maximum, as in `argmax`). Written for numba (loops over arrays;
+    compiled with SAMPLER_FASTMATH)."""
     K = logits.shape[0]
-    best = 0
+    top = logits[0]
     for o in range(K):
-        if logits[o] > logits[best]:
-            best = o
+        top = max(top, logits[o])
     if inv_temp <= 0.0:
-        return best
-    top = logits[best]
-    weights = np.empty(K)  # each class's exp once (the same numbers, summed in the same order)
-    total = 0.0
+        for o in range(K):
+            if logits[o] == top:
+                return o
+        return 0  # no maximum: NaN logits
+    weights = np.empty(K)  # each class's exp(x): first exp(r), then times 2^k
+    rounded = np.empty(K)  # k + _ROUND: k in the low bits
     for o in range(K):
-        weights[o] = np.exp((logits[o] - top) * inv_temp)
-        total += weights[o]
+        x = max((np.float64(logits[o]) - top) * inv_temp, _EXP_MIN)
+        t = x * _LOG2E + _ROUND
+        k = t - _ROUND
+        r = (x - k * _LN2_HI) - k * _LN2_LO
+        p = _E13 * r + _E12
+        p = p * r + _E11
+        p = p * r + _E10
+        p = p * r + _E9
+        p = p * r + _E8
+        p = p * r + _E7
+        p = p * r + _E6
+        p = p * r + _E5
+        p = p * r + _E4
+        p = p * r + _E3
+        p = p * r + _E2
+        p = p * r + _E1
+        weights[o] = p * r + _E0
+        rounded[o] = t
+    bits = rounded.view(np.int64)
+    for o in range(K):  # 2^k: k + 1023 in the exponent field
+        bits[o] = (bits[o] - _ROUND_BITS + 1023) << 52
+    scale = bits.view(np.float64)
+    for o in range(K):
+        weights[o] = weights[o] * scale[o]
+    total = _sum8(weights)
     if floor > 0.0:  # p - floor for the classes above it: weights - floor x total
         cut = floor * total
-        total = 0.0
         for o in range(K):
             weights[o] = weights[o] - cut if weights[o] > cut else 0.0
-            total += weights[o]
+        total = _sum8(weights)
     target = uniforms[0] * total
     acc = 0.0
+    last = 0
     for o in range(K):
-        acc += weights[o]
-        if acc > target:
-            return o
-    return K - 1
+        if weights[o] > 0.0:
+            acc += weights[o]
+            last = o
+            if acc > target:
+                return o
+    return last  # the running sum, in another order than the total, fell short by a rounding
 
 
 # the mixture of logistics (model/output.py `MuLawLogistic`): params are M weight logits, M

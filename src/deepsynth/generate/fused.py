@@ -10,24 +10,23 @@ The cache: per layer a ring buffer of its last (kernel - 1) * dilation inputs, s
 costs O(layers) work, not O(receptive field). The conditioning of every layer (the decoder's 1x1
 projection of the video encoder's output) is computed in parallel for a chunk beforehand.
 
-Every matrix-vector product is written as one loop over the outputs per input (weights stored
-(input, output)), which the compiler vectorizes without reordering any sum, and the gate's tanh
-and sigmoid as a rational function (no C-library call, no zero-division branch: it vectorizes).
-Of fastmath only "contract": each product is fused with the add that follows it (an fma).
+Every matrix product is `_mv`, written as LLVM vector code (numba's own loops keep no sums in
+registers, measured): the sums of a block of outputs stay in SIMD registers while the inputs
+stream by, each sum in input order, each product fused with its add (an fma; of fastmath only
+"contract", no reordering). The gate's tanh and sigmoid are a rational function (no C-library
+call, no zero-division branch: it vectorizes).
 
-A batch whose lanes are at least 3/4 full (6-8, 12-16, 18-24, ...) runs in lanes
-(`_run_group`): LANES = 8 sequences side by side, every activation (channels, LANES), so each
-weight is loaded once per sample for all of them and every matrix product is a small
-matrix-matrix product whose 8 x 8 sums stay in SIMD registers (`_mm_lanes`, LLVM vector code:
-numba vectorizes neither across sequences nor with sums in registers, measured). Smaller
-batches run each sequence through the one-sequence code, the sequences spread over the cores.
-Both do the same products and sums in the same order, contracted alike: an input's samples are
-bit-identical alone or anywhere in a batch (tests/test_fused.py). Throughput:
+A batch runs in groups (`group_width`): up to 8 sequences side by side, every activation
+(sequences, channels), so each weight vector is loaded once per sample for the whole group; the
+groups are spread over the cores (a single sequence is a group of one, run in the caller's
+thread). Which sequences share a group changes no sum: an input's samples are bit-identical
+alone or anywhere in a batch, at any group width (tests/test_fused.py). Throughput:
 `python benchmarks/generate.py --only batch`.
 """
 
 from __future__ import annotations
 
+import os
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from numba import types as nbtypes
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from deepsynth.samplers import sample_softmax
+from deepsynth.samplers import SAMPLER_FASTMATH, sample_softmax
 
 if TYPE_CHECKING:  # packing reads a torch decoder; the kernels and their state need no torch
     import torch
@@ -159,199 +158,162 @@ _gate = njit(inline="always")(_gate_py)
 
 # The arithmetic of one sample: every sum starts at its bias and adds the products of its inputs
 # one by one, in input order, in float32 (of fastmath only "contract": each product fused with
-# its add, an fma, no reordering), the conditioning added to
-# the conv's bias first, the taps in kernel order (oldest input first). Written as one loop over
-# the outputs per input (weights transposed), which vectorizes over the outputs; as a sum per
-# output it would not, without fastmath, and with it the order would be the compiler's.
-
-
-def _run_one_py(
-    p_embed, conv_wt, conv_b, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil, off, kernel,
-    cache, t0, cond, prev, forced, uniforms, inv_temp, floor, classes, logits_out, keep_logits,
-):
-    """Samples t0 .. t0 + T - 1 of one sequence. Weights transposed (input, output) so each
-    input's products with all outputs are one vectorized loop. cache (cache_len, R) ring
-    buffers; cond (T, L, 2R) or (0, 0, 0) without conditioning; forced (T,) classes for teacher
-    forcing or (0,); uniforms (T, U) in [0, 1) for sampling; writes classes (T,) and, if
-    keep_logits, the head's outputs (T, K). The next class comes from `_sample`, the output
-    distribution's sampler (a global, so the kernel of the default distribution is cached on
-    disk)."""
-    n_layers = conv_wt.shape[0]
-    R = p_embed.shape[1]
-    S = h1wt.shape[0]
-    K = h2wt.shape[1]
-    T = classes.shape[0]
-    x = np.empty(R, np.float32)
-    h = np.empty(2 * R, np.float32)
-    z = np.empty(R, np.float32)
-    o_acc = np.empty(R + S, np.float32)
-    skip = np.empty(S, np.float32)
-    hid = np.empty(S, np.float32)
-    logits = np.empty(K, np.float32)
-    has_cond = cond.shape[0] > 0
-    for tt in range(T):
-        t = t0 + tt
-        for i in range(R):
-            x[i] = p_embed[prev, i]
-        for i in range(S):
-            skip[i] = _ZERO
-        for l in range(n_layers):
-            d = dil[l]
-            ctx = (kernel - 1) * d
-            for o in range(2 * R):
-                h[o] = conv_b[l, o] + cond[tt, l, o] if has_cond else conv_b[l, o]
-            for j in range(kernel):
-                back = (kernel - 1 - j) * d
-                if back == 0:
-                    for i in range(R):
-                        xi = x[i]
-                        for o in range(2 * R):
-                            h[o] = h[o] + conv_wt[l, j, i, o] * xi
-                else:
-                    row = off[l] + (t - back) % ctx
-                    for i in range(R):
-                        xi = cache[row, i]
-                        for o in range(2 * R):
-                            h[o] = h[o] + conv_wt[l, j, i, o] * xi
-            if ctx > 0:
-                row = off[l] + t % ctx
-                for i in range(R):
-                    cache[row, i] = x[i]
-            for i in range(R):
-                z[i] = _gate(h[i], h[R + i])
-            for o in range(R + S):
-                o_acc[o] = out_b[l, o]
-            for i in range(R):
-                zi = z[i]
-                for o in range(R + S):
-                    o_acc[o] = o_acc[o] + out_wt[l, i, o] * zi
-            for o in range(R):
-                x[o] = x[o] + o_acc[o]
-            for o in range(S):
-                skip[o] = skip[o] + o_acc[R + o]
-        for o in range(S):
-            hid[o] = h1b[o]
-        for i in range(S):
-            si = max(skip[i], _ZERO)
-            for o in range(S):
-                hid[o] = hid[o] + h1wt[i, o] * si
-        for o in range(K):
-            logits[o] = h2b[o]
-        for i in range(S):
-            hi = max(hid[i], _ZERO)
-            for o in range(K):
-                logits[o] = logits[o] + h2wt[i, o] * hi
-        if keep_logits:
-            for o in range(K):
-                logits_out[tt, o] = logits[o]
-        nxt = forced[tt] if forced.shape[0] > 0 else _sample(logits, uniforms[tt], inv_temp,
-                                                                     floor)
-        classes[tt] = nxt
-        prev = nxt
-    return prev
-
-
-def _run_batch_py(
-    p_embed, conv_wt, conv_b, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil, off, kernel,
-    caches, t0, cond, prev, forced, uniforms, inv_temp, floor, classes, logits_out,
-    keep_logits,
-):
-    """`_run_one` for every sequence of the batch, the sequences spread over the CPU cores.
-    caches (B, cache_len, R); cond (B, T, L, 2R) or (B, 0, 0, 0); forced (B, T) or (B, 0).
-    Each sequence runs the very code it runs alone: its samples are the same, bit for bit."""
-    for b in prange(caches.shape[0]):
-        prev[b] = _run_one(p_embed, conv_wt, conv_b, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil,
-                           off, kernel, caches[b], t0, cond[b], prev[b], forced[b], uniforms[b],
-                           inv_temp, floor, classes[b], logits_out[b], keep_logits)
-
-
-# The batch in lanes: LANES sequences side by side, every matrix product a small matrix-matrix
-# product whose sums live in SIMD registers (written as LLVM vector code: numba vectorizes
-# neither across sequences nor with several sums in registers, measured), each product and add
-# contracted as in `_run_one` (CONTRACT), so a sequence's numbers are the ones it gets alone.
-LANES = 8
+# its add, an fma, no reordering), the conditioning added to the conv's bias first, the taps in
+# kernel order (oldest input first). Every matrix product is `_mv`: the sums of a block of
+# outputs held in SIMD registers (one vector of VECTOR outputs per sequence) while the inputs
+# stream by, each weight vector loaded once for all the sequences of a group. Which outputs
+# share a vector, and how many sequences share a weight, changes no sum: a sequence's numbers
+# are the same alone or in any group.
 CONTRACT = ("contract",)
+MAX_LANES = 8  # sequences in one group at most (more gain nothing per sequence, measured)
+
+
+def _vector_shape() -> tuple[int, int]:
+    """(floats per SIMD vector, vector registers the sums may hold): 16 and 16 with AVX-512
+    (32 registers), else 8 and 8 (AVX2's 16 registers; other CPUs split the vectors)."""
+    from llvmlite import binding
+
+    name = os.environ.get("NUMBA_CPU_NAME", "host")  # numba may be told to compile for another
+    if name == "host":
+        wide = bool(binding.get_host_cpu_features().get("avx512f", False))
+    else:
+        wide = "+avx512f" in os.environ.get("NUMBA_CPU_FEATURES", "")
+    return (16, 16) if wide else (8, 8)
+
+
+VECTOR, ACCUMULATORS = _vector_shape()
+
+
+def _blocks_per_pass(lanes: int) -> int:
+    """Vectors of outputs summed at once for a group of `lanes` sequences."""
+    return max(1, min(4, ACCUMULATORS // lanes))
 
 
 @intrinsic
-def _mm_lanes(typingctx, acc, wt, src):
-    """acc (n_out, LANES) += W @ src (n_in, LANES), W given in blocks of LANES outputs as wt
-    (n_out // LANES, n_in, LANES) (C-contiguous float32): per block of LANES outputs, their
-    LANES x LANES sums stay in SIMD registers (one vector per output, the sequences as lanes)
-    while the inputs stream by; each sum in input order, each product contracted with its add
-    (an fma), exactly as `_run_one` computes it."""
+def _mv(typingctx, acc, wt, src):
+    """acc (W, n_out) += src (W, n_in) @ wt (n_in, n_out), for W sequences at once (C-contiguous
+    float32): each sum in input order, each product contracted with its add (an fma). The
+    sequences go in groups of 8, 4, 2 and 1; for each group, passes over blocks of outputs
+    (`_blocks_per_pass` vectors of VECTOR outputs, the leftover outputs one by one) keep their
+    sums in registers while every input's weight vector is loaded once for the whole group."""
     if not all(isinstance(a, nbtypes.Array) and a.dtype == nbtypes.float32 and a.layout == "C"
-               for a in (acc, wt, src)) or (acc.ndim, wt.ndim, src.ndim) != (2, 3, 2):
+               and a.ndim == 2 for a in (acc, wt, src)):
         return None
     sig = nbtypes.void(acc, wt, src)
 
     def codegen(context, builder, sig, args):
         f32 = ir.FloatType()
-        vec = ir.VectorType(f32, LANES)
         i64 = ir.IntType(64)
         a_acc, a_wt, a_src = (context.make_array(t)(context, builder, v)
                               for t, v in zip(sig.args, args, strict=True))
-        nblk = builder.extract_value(a_wt.shape, 0)
-        n_in = builder.extract_value(a_wt.shape, 1)
-        vacc = builder.bitcast(a_acc.data, vec.as_pointer())
-        vsrc = builder.bitcast(a_src.data, vec.as_pointer())
-        wdata = a_wt.data
-        slots = [cgutils.alloca_once(builder, vec) for _ in range(LANES)]
-        zero_mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
-        undef = ir.Constant(vec, ir.Undefined)
-        with cgutils.for_range(builder, nblk) as blk:
-            o0 = builder.mul(blk.index, ir.Constant(i64, LANES))
-            for k in range(LANES):
-                row = builder.add(o0, ir.Constant(i64, k))
-                builder.store(builder.load(builder.gep(vacc, [row]), align=4), slots[k])
+        n_lanes = builder.extract_value(a_acc.shape, 0)
+        n_in = builder.extract_value(a_wt.shape, 0)
+        n_out = builder.extract_value(a_wt.shape, 1)
+
+        def const(v):
+            return ir.Constant(i64, v)
+
+        def at(ptr, row, width, col, ty):  # &ptr[row * width + col] as a pointer to ty
+            return builder.bitcast(builder.gep(ptr, [builder.add(builder.mul(row, width), col)]),
+                                   ty.as_pointer())
+
+        def splat(value, vw):
+            if vw == 1:
+                return value
+            ty = ir.VectorType(f32, vw)
+            undef = ir.Constant(ty, ir.Undefined)
+            one = builder.insert_element(undef, value, const(0))
+            return builder.shuffle_vector(one, undef,
+                                          ir.Constant(ir.VectorType(ir.IntType(32), vw),
+                                                      [0] * vw))
+
+        def block(lane0, nl, o0, nb, vw):
+            """The sums of lanes lane0 .. lane0 + nl - 1, outputs o0 .. o0 + nb * vw - 1."""
+            ty = f32 if vw == 1 else ir.VectorType(f32, vw)
+            slots = [[cgutils.alloca_once(builder, ty) for _ in range(nb)] for _ in range(nl)]
+            cols = [builder.add(o0, const(b * vw)) for b in range(nb)]
+            for w in range(nl):
+                row = builder.add(lane0, const(w))
+                for b in range(nb):
+                    builder.store(builder.load(at(a_acc.data, row, n_out, cols[b], ty), align=4),
+                                  slots[w][b])
             with cgutils.for_range(builder, n_in) as inp:
                 i = inp.index
-                xv = builder.load(builder.gep(vsrc, [i]), align=4)
-                for k in range(LANES):
-                    row = builder.add(o0, ir.Constant(i64, k))
-                    at = builder.add(builder.mul(builder.add(builder.mul(blk.index, n_in), i),
-                                                 ir.Constant(i64, LANES)), ir.Constant(i64, k))
-                    w = builder.load(builder.gep(wdata, [at]))
-                    one = builder.insert_element(undef, w, ir.Constant(i64, 0))
-                    wv = builder.shuffle_vector(one, undef, zero_mask)
-                    prod = builder.fmul(wv, xv, flags=CONTRACT)
-                    builder.store(builder.fadd(builder.load(slots[k]), prod, flags=CONTRACT),
-                                  slots[k])
-            for k in range(LANES):
-                row = builder.add(o0, ir.Constant(i64, k))
-                builder.store(builder.load(slots[k]), builder.gep(vacc, [row]), align=4)
+                wv = [builder.load(at(a_wt.data, i, n_out, cols[b], ty), align=4)
+                      for b in range(nb)]
+                for w in range(nl):
+                    x = builder.load(at(a_src.data, builder.add(lane0, const(w)), n_in, i, f32))
+                    xv = splat(x, vw)
+                    for b in range(nb):
+                        prod = builder.fmul(wv[b], xv, flags=CONTRACT)
+                        builder.store(builder.fadd(builder.load(slots[w][b]), prod,
+                                                   flags=CONTRACT), slots[w][b])
+            for w in range(nl):
+                row = builder.add(lane0, const(w))
+                for b in range(nb):
+                    builder.store(builder.load(slots[w][b]),
+                                  at(a_acc.data, row, n_out, cols[b], ty), align=4)
+
+        def lanes(lane0, nl):
+            """Every output of lanes lane0 .. lane0 + nl - 1."""
+            nb = _blocks_per_pass(nl)
+            wide = builder.udiv(n_out, const(nb * VECTOR))
+            with cgutils.for_range(builder, wide) as p:
+                block(lane0, nl, builder.mul(p.index, const(nb * VECTOR)), nb, VECTOR)
+            done = builder.mul(wide, const(nb * VECTOR))
+            single = builder.udiv(builder.sub(n_out, done), const(VECTOR))
+            with cgutils.for_range(builder, single) as p:
+                block(lane0, nl, builder.add(done, builder.mul(p.index, const(VECTOR))), 1,
+                      VECTOR)
+            done = builder.add(done, builder.mul(single, const(VECTOR)))
+            with cgutils.for_range(builder, builder.sub(n_out, done)) as p:
+                block(lane0, nl, builder.add(done, p.index), 1, 1)
+
+        lane = cgutils.alloca_once_value(builder, const(0))
+        for nl in (MAX_LANES, 4, 2, 1):  # whole groups of 8, then at most one of 4, 2 and 1
+            left = builder.sub(n_lanes, builder.load(lane))
+            if nl == MAX_LANES:
+                with cgutils.for_range(builder, builder.udiv(left, const(nl))):
+                    lanes(builder.load(lane), nl)
+                    builder.store(builder.add(builder.load(lane), const(nl)), lane)
+            else:
+                with builder.if_then(builder.icmp_unsigned(">=", left, const(nl))):
+                    lanes(builder.load(lane), nl)
+                    builder.store(builder.add(builder.load(lane), const(nl)), lane)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 def _run_group_py(
-    p_embed, conv_w, conv_b, out_w, out_b, h1w, h1b, h2w, h2b, dil, off, kernel,
+    p_embed, conv_wt, conv_b, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil, off, kernel,
     cache, g, t0, cond, prev, forced, uniforms, inv_temp, floor, classes, logits_out,
     keep_logits,
 ):
-    """`_run_one` for the LANES sequences g * LANES ... of the batch at once (those past the
-    batch are padding), in lanes: every activation is (channels, LANES), the cache (cache_len,
-    R, LANES), the weights blocked (see `_mm_lanes`); the same sums in the same order as
-    `_run_one`, so each sequence's samples are bit-identical to its own."""
-    W = LANES
-    n_layers = conv_w.shape[0]
+    """Samples t0 .. t0 + T - 1 of the W sequences g * W ... of the batch at once (those past
+    the batch are padding). Every activation is (W, channels), one row per sequence; cache
+    (cache_len, W, R): per layer a ring of its past inputs; weights transposed (input,
+    output). cond (B, T, L, 2R) or (B, 0, 0, 0) without conditioning; forced (B, T) classes
+    for teacher forcing or (B, 0); uniforms (B, T, U) in [0, 1) for sampling; writes classes
+    (B, T) and, if keep_logits, the head's outputs (B, T, K). The next class comes from
+    `_sample`, the output distribution's sampler (a global, so the kernel of the default
+    distribution is cached on disk)."""
+    W = cache.shape[1]
+    n_layers = conv_wt.shape[0]
     R = p_embed.shape[1]
     S = h1b.shape[0]
     K = h2b.shape[0]
     B = prev.shape[0]
     T = classes.shape[1]
-    x = np.zeros((R, W), np.float32)
-    hf = np.empty(2 * R * W, np.float32)
-    h = hf.reshape((2 * R, W))
-    zf = np.empty(R * W, np.float32)
-    z = zf.reshape((R, W))
-    o_acc = np.empty((R + S, W), np.float32)
-    skip = np.empty((S, W), np.float32)
-    act = np.empty((S, W), np.float32)
-    hid = np.empty((S, W), np.float32)
-    lg = np.empty((K, W), np.float32)
-    one = np.empty(K, np.float32)
+    x = np.zeros((W, R), np.float32)
+    hf = np.empty(W * 2 * R, np.float32)
+    h = hf.reshape((W, 2 * R))
+    z = np.empty((W, R), np.float32)
+    o_acc = np.empty((W, R + S), np.float32)
+    skip = np.empty((W, S), np.float32)
+    act = np.empty((W, S), np.float32)
+    hid = np.empty((W, S), np.float32)
+    lg = np.empty((W, K), np.float32)
     lane_prev = np.zeros(W, np.int64)
     b0 = g * W
     nb = min(W, B - b0)
@@ -361,157 +323,140 @@ def _run_group_py(
     has_forced = forced.shape[1] > 0
     for tt in range(T):
         t = t0 + tt
-        for i in range(R):
-            for w in range(W):
-                x[i, w] = p_embed[lane_prev[w], i]
-        for i in range(S):
-            for w in range(W):
-                skip[i, w] = _ZERO
+        for w in range(W):
+            for i in range(R):
+                x[w, i] = p_embed[lane_prev[w], i]
+            for i in range(S):
+                skip[w, i] = _ZERO
         for l in range(n_layers):
             d = dil[l]
             ctx = (kernel - 1) * d
-            for o in range(2 * R):
-                for w in range(W):
-                    h[o, w] = conv_b[l, o]
-            if has_cond:
-                for w in range(nb):
+            for w in range(W):
+                if has_cond and w < nb:
                     for o in range(2 * R):
-                        h[o, w] = conv_b[l, o] + cond[b0 + w, tt, l, o]
+                        h[w, o] = conv_b[l, o] + cond[b0 + w, tt, l, o]
+                else:
+                    for o in range(2 * R):
+                        h[w, o] = conv_b[l, o]
             for j in range(kernel):
                 back = (kernel - 1 - j) * d
                 if back == 0:
-                    _mm_lanes(h, conv_w[l, j], x)
+                    _mv(h, conv_wt[l, j], x)
                 else:
-                    _mm_lanes(h, conv_w[l, j], cache[off[l] + (t - back) % ctx])
+                    _mv(h, conv_wt[l, j], cache[off[l] + (t - back) % ctx])
             if ctx > 0:
                 dst = cache[off[l] + t % ctx]
+                for w in range(W):
+                    for i in range(R):
+                        dst[w, i] = x[w, i]
+            for w in range(W):
                 for i in range(R):
-                    for w in range(W):
-                        dst[i, w] = x[i, w]
-            for k in range(R * W):
-                zf[k] = _gate(hf[k], hf[R * W + k])
-            for o in range(R + S):
-                for w in range(W):
-                    o_acc[o, w] = out_b[l, o]
-            _mm_lanes(o_acc, out_w[l], z)
-            for o in range(R):
-                for w in range(W):
-                    x[o, w] = x[o, w] + o_acc[o, w]
+                    z[w, i] = _gate(h[w, i], h[w, R + i])
+                for o in range(R + S):
+                    o_acc[w, o] = out_b[l, o]
+            _mv(o_acc, out_wt[l], z)
+            for w in range(W):
+                for o in range(R):
+                    x[w, o] = x[w, o] + o_acc[w, o]
+                for o in range(S):
+                    skip[w, o] = skip[w, o] + o_acc[w, R + o]
+        for w in range(W):
             for o in range(S):
-                for w in range(W):
-                    skip[o, w] = skip[o, w] + o_acc[R + o, w]
-        for o in range(S):
-            for w in range(W):
-                hid[o, w] = h1b[o]
-                act[o, w] = max(skip[o, w], _ZERO)
-        _mm_lanes(hid, h1w, act)
-        for o in range(K):
-            for w in range(W):
-                lg[o, w] = h2b[o]
-        for o in range(S):
-            for w in range(W):
-                act[o, w] = max(hid[o, w], _ZERO)
-        _mm_lanes(lg, h2w, act)
+                hid[w, o] = h1b[o]
+                act[w, o] = max(skip[w, o], _ZERO)
+        _mv(hid, h1wt, act)
+        for w in range(W):
+            for o in range(K):
+                lg[w, o] = h2b[o]
+            for o in range(S):
+                act[w, o] = max(hid[w, o], _ZERO)
+        _mv(lg, h2wt, act)
         for w in range(nb):
             b = b0 + w
-            for o in range(K):
-                one[o] = lg[o, w]
             if keep_logits:
                 for o in range(K):
-                    logits_out[b, tt, o] = one[o]
-            nxt = forced[b, tt] if has_forced else _sample(one, uniforms[b, tt], inv_temp, floor)
+                    logits_out[b, tt, o] = lg[w, o]
+            nxt = forced[b, tt] if has_forced else _sample(lg[w], uniforms[b, tt], inv_temp,
+                                                           floor)
             classes[b, tt] = nxt
             lane_prev[w] = nxt
     for w in range(nb):
         prev[b0 + w] = lane_prev[w]
 
 
-def _run_lanes_py(
-    p_embed, conv_w, conv_b, out_w, out_b, h1w, h1b, h2w, h2b, dil, off, kernel,
+def _run_groups_py(
+    p_embed, conv_wt, conv_b, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil, off, kernel,
     caches, t0, cond, prev, forced, uniforms, inv_temp, floor, classes, logits_out,
     keep_logits,
 ):
-    """`_run_group` for every group of LANES sequences, the groups spread over the CPU cores.
-    caches (G, cache_len, R, LANES); cond (B, T, L, 2R) or (B, 0, 0, 0); forced (B, T) or
-    (B, 0)."""
+    """`_run_group` for every group of the batch, the groups spread over the CPU cores.
+    caches (G, cache_len, W, R)."""
     for g in prange(caches.shape[0]):
-        _run_group(p_embed, conv_w, conv_b, out_w, out_b, h1w, h1b, h2w, h2b, dil, off,
+        _run_group(p_embed, conv_wt, conv_b, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil, off,
                    kernel, caches[g], g, t0, cond, prev, forced, uniforms, inv_temp, floor,
                    classes, logits_out, keep_logits)
 
 
 # the default distribution's kernels, compiled once and cached on disk; of fastmath only
 # "contract" (CONTRACT): each product fused with the add that follows it (one rounding, an fma
-# where the CPU has one), in the one-sequence kernel and in lanes alike; no reordering
-_sample = njit(cache=True, fastmath=True, nogil=True)(sample_softmax)
-# error_model numpy: no zero-division branch in the gate's p / q (q >= 0.0049), so it vectorizes
+# where the CPU has one); no reordering. error_model numpy: no zero-division branch in the
+# gate's p / q (q >= 0.0049), so it vectorizes
+_sample = njit(cache=True, fastmath=SAMPLER_FASTMATH, nogil=True)(sample_softmax)
 _FLAGS = {"nogil": True, "fastmath": set(CONTRACT), "error_model": "numpy"}
-_run_one = njit(cache=True, **_FLAGS)(_run_one_py)
-_run_batch = njit(cache=True, parallel=True, nogil=True)(_run_batch_py)
 _run_group = njit(cache=True, **_FLAGS)(_run_group_py)
-_run_lanes = njit(cache=True, parallel=True, nogil=True)(_run_lanes_py)
+_run_groups = njit(cache=True, parallel=True, nogil=True)(_run_groups_py)
 
 
 @cache
-def kernels(sample_one: Callable) -> tuple[Callable, Callable, Callable]:
-    """(one sequence, batch, batch in lanes) kernels that draw each sample with `sample_one`
+def kernels(sample_one: Callable) -> tuple[Callable, Callable]:
+    """(one group, every group over the cores) kernels that draw each sample with `sample_one`
     (an output distribution's sampler): the cached ones for the default, else compiled now
     (not cached: numba caches no function whose globals differ from its module's)."""
     if sample_one is sample_softmax:
-        return _run_one, _run_batch, _run_lanes
+        return _run_group, _run_groups
 
     def rebind(fn, name: str, **names):
         return types.FunctionType(fn.__code__, {**globals(), **names}, name)
 
-    sample = njit(fastmath=True, nogil=True)(sample_one)
-    one = njit(**_FLAGS)(rebind(_run_one_py, "_run_one", _sample=sample))
-    batch = njit(parallel=True, nogil=True)(rebind(_run_batch_py, "_run_batch", _run_one=one))
+    sample = njit(fastmath=SAMPLER_FASTMATH, nogil=True)(sample_one)
     group = njit(**_FLAGS)(rebind(_run_group_py, "_run_group", _sample=sample))
-    lanes = njit(parallel=True, nogil=True)(rebind(_run_lanes_py, "_run_lanes",
-                                                   _run_group=group))
-    return one, batch, lanes
+    groups = njit(parallel=True, nogil=True)(rebind(_run_groups_py, "_run_groups",
+                                                    _run_group=group))
+    return group, groups
 
 
-def _blocked(w: np.ndarray) -> np.ndarray:
-    """(..., n_out, n_in) -> (..., n_out // LANES, n_in, LANES): blocks of LANES outputs."""
-    *lead, n_out, n_in = w.shape
-    return np.ascontiguousarray(
-        w.reshape(*lead, n_out // LANES, LANES, n_in).swapaxes(-1, -2))
-
-
-def use_lanes(packed: PackedDecoder, batch: int) -> bool:
-    """Whether a batch runs in lanes: every width a multiple of LANES and the lanes at least
-    3/4 full (a batch of 2 or 4 runs faster as separate sequences)."""
-    widths = (2 * packed.residual, packed.out_w.shape[1], packed.head1_w.shape[0],
-              packed.head2_w.shape[0])
-    return (batch > 1 and all(w % LANES == 0 for w in widths)
-            and 4 * batch >= 3 * LANES * -(-batch // LANES))
+def group_width(batch: int, threads: int) -> int:
+    """Sequences per group for a batch on `threads` cores: enough groups to keep every core
+    busy, each group as wide as that allows (up to MAX_LANES), a power of two."""
+    per_core = -(-batch // max(1, threads))
+    width = 1
+    while width < min(per_core, MAX_LANES):
+        width *= 2
+    return width
 
 
 class FusedDecoderState:
-    """The decoder's cache for a batch, and the loop over chunks of samples."""
+    """The decoder's cache for a batch, and the loop over chunks of samples. The batch runs in
+    groups of `width` sequences (default `group_width`; one group: in this thread, more: over
+    numba's threads); the width changes the speed, never a sample."""
 
-    def __init__(self, packed: PackedDecoder, output: Sampling, batch: int) -> None:
+    def __init__(self, packed: PackedDecoder, output: Sampling, batch: int,
+                 width: int | None = None) -> None:
+        import numba
+
         self.p = packed
         self.output = output
         self.prev = np.full(batch, output.silence, np.int64)
         self.t = 0
-        self._one, self._batch, self._lanes = kernels(output.sample_one)
-        self.lanes = use_lanes(packed, batch)
+        self._group, self._groups = kernels(output.sample_one)
+        self.width = width or group_width(batch, numba.get_num_threads())
+        groups = -(-batch // self.width)
         p = packed
-        if self.lanes:  # (groups, cache_len, R, LANES); weights in blocks of LANES outputs
-            groups = -(-batch // LANES)
-            self.cache = np.zeros((groups, p.cache_len, p.residual, LANES), np.float32)
-            self._weights = (p.embed, _blocked(p.conv_w), p.conv_b, _blocked(p.out_w),
-                             p.out_b, _blocked(p.head1_w), p.head1_b, _blocked(p.head2_w),
-                             p.head2_b, p.dilations, p.offsets, p.kernel)
-        else:
-            self.cache = np.zeros((batch, p.cache_len, p.residual), np.float32)
-            t = np.ascontiguousarray  # weights (input, output): one loop over outputs per input
-            self._weights = (p.embed, t(p.conv_w.transpose(0, 1, 3, 2)), p.conv_b,
-                             t(p.out_w.transpose(0, 2, 1)), p.out_b, t(p.head1_w.T),
-                             p.head1_b, t(p.head2_w.T), p.head2_b, p.dilations, p.offsets,
-                             p.kernel)
+        self.cache = np.zeros((groups, p.cache_len, self.width, p.residual), np.float32)
+        t = np.ascontiguousarray  # weights (input, output): each input's row a run of outputs
+        self._weights = (p.embed, t(p.conv_w.transpose(0, 1, 3, 2)), p.conv_b,
+                         t(p.out_w.transpose(0, 2, 1)), p.out_b, t(p.head1_w.T), p.head1_b,
+                         t(p.head2_w.T), p.head2_b, p.dilations, p.offsets, p.kernel)
 
     def run(
         self,
@@ -537,16 +482,11 @@ class FusedDecoderState:
         cond = np.ascontiguousarray(cond, np.float32)
         forced = np.ascontiguousarray(forced, np.int64)
         uniforms = np.ascontiguousarray(uniforms, np.float64)
-        if self.lanes:
-            self._lanes(*self._weights, self.cache, self.t, cond, self.prev, forced, uniforms,
-                        inv_temp, float(floor), classes, logits, keep_logits)
-        elif B == 1:  # no thread pool for a single sequence
-            self.prev[0] = self._one(*self._weights, self.cache[0], self.t, cond[0],
-                                     self.prev[0], forced[0], uniforms[0], inv_temp,
-                                     float(floor), classes[0],
-                                     logits[0], keep_logits)
+        args = (self.t, cond, self.prev, forced, uniforms, inv_temp, float(floor), classes,
+                logits, keep_logits)
+        if self.cache.shape[0] == 1:  # no thread pool for a single group
+            self._group(*self._weights, self.cache[0], 0, *args)
         else:
-            self._batch(*self._weights, self.cache, self.t, cond, self.prev, forced, uniforms,
-                        inv_temp, float(floor), classes, logits, keep_logits)
+            self._groups(*self._weights, self.cache, *args)
         self.t += n
         return classes, (logits if keep_logits else None)
