@@ -112,27 +112,38 @@ class ChunkConditioner:
         lo = start - self.context
         return lo - lo % self.hop, start + max(n, MIN_CONDITION) + self.lookahead
 
-    def condition(self, features: list[Any], rows: np.ndarray, n: int) -> np.ndarray:
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(L, 2R): the decoder's layers and the conditioning's width per layer."""
+        raise NotImplementedError
+
+    def condition(self, features: list[Any], rows: np.ndarray, n: int,
+                  out: np.ndarray | None = None) -> np.ndarray:
         """(n, L, 2R): the conditioning of samples [start, start + n), `rows` the row of
-        `features` shown at each sample of `reads(start, n)`."""
+        `features` shown at each sample of `reads(start, n)`; written into `out` if given
+        (zeros where no layer reads it)."""
         raise NotImplementedError
 
     def thread_start(self) -> None:
         """Called once in the thread that computes the chunks (`run`'s), before the first."""
 
-    def chunk(self, sources: Sequence[VideoSource], starts: Sequence[int],
-              n: int) -> np.ndarray | None:
-        """(B, n, L, 2R) for samples [start_b, start_b + n) of each source."""
+    def chunk(self, sources: Sequence[VideoSource], starts: Sequence[int], n: int,
+              out: np.ndarray | None = None) -> np.ndarray | None:
+        """(B, n, L, 2R) for samples [start_b, start_b + n) of each source, written into `out`
+        if given (an array of zeros, or of an earlier chunk of the same conditioner: the
+        layers no path reads stay zero)."""
         if self.features is None:
             return None
-        out = []
-        for src, feats, start in zip(sources, self.features, starts, strict=True):
+        if out is None:
+            out = np.zeros((len(sources), n, *self.shape), np.float32)
+        for b, (src, feats, start) in enumerate(zip(sources, self.features, starts,
+                                                    strict=True)):
             lo, hi = self.reads(start, n)
             idx = src.frame_index(lo, hi)
             if lo < 0:
                 idx[: -lo] = len(feats[0]) - 1  # before the piece: the empty keyboard
-            out.append(self.condition(feats, idx, n))
-        return np.stack(out)
+            self.condition(feats, idx, n, out[b])
+        return out
 
 
 class KeyConditioner(ChunkConditioner):
@@ -145,12 +156,17 @@ class KeyConditioner(ChunkConditioner):
         super().__init__(features, context, hop, lookahead)
         self.packed = packed
 
-    def condition(self, features: list[Any], rows: np.ndarray, n: int) -> np.ndarray:
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.packed.n_layers, self.packed.width
+
+    def condition(self, features: list[Any], rows: np.ndarray, n: int,
+                  out: np.ndarray | None = None) -> np.ndarray:
         """Exact for any chunk (see `keycond`): computed over the columns `reads` gives, the
         context before the conditioned ones read for presses only."""
         skip = len(rows) - max(n, MIN_CONDITION) - self.lookahead
         levels = np.asarray(features[0])
-        return keycond.condition(self.packed, levels, rows[self.lookahead :], skip, n)
+        return keycond.condition(self.packed, levels, rows[self.lookahead :], skip, n, out)
 
 
 def run(
@@ -178,10 +194,16 @@ def run(
                    for s, w in zip(sources, windows, strict=True)]
     total = max(w.length for w in windows)
     outputs: list[list[np.ndarray]] = [[] for _ in sources]
+    # two arrays for the chunks' conditioning, in turn: the decoder reads one while the next
+    # chunk's is written into the other (fresh ones per chunk cost page faults, measured)
+    buffers: list[np.ndarray | None] = [None, None]
 
     def conditioning(t: int) -> Future:  # the chunk at t, computed beside the decoder
-        return pool.submit(conditioner.chunk, sources, [w.start + t for w in windows],
-                           min(step, total - t))
+        n, k = min(step, total - t), (t // step) % 2
+        if conditioner.features is not None and buffers[k] is None:
+            buffers[k] = np.zeros((len(sources), step, *conditioner.shape), np.float32)
+        out = None if buffers[k] is None else buffers[k][:, :n]
+        return pool.submit(conditioner.chunk, sources, [w.start + t for w in windows], n, out)
 
     with ThreadPoolExecutor(1, "deepsynth-condition", conditioner.thread_start) as pool:
         pending = conditioning(0) if total else None

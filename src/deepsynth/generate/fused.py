@@ -26,7 +26,6 @@ alone or anywhere in a batch, at any group width (tests/test_fused.py). Throughp
 
 from __future__ import annotations
 
-import os
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,12 +33,9 @@ from functools import cache
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange
-from numba import types as nbtypes
-from numba.core import cgutils
-from numba.extending import intrinsic
 
+from deepsynth.generate.simd import CONTRACT, MAX_LANES, _mv
 from deepsynth.samplers import SAMPLER_FASTMATH, sample_softmax
 
 if TYPE_CHECKING:  # packing reads a torch decoder; the kernels and their state need no torch
@@ -159,130 +155,11 @@ _gate = njit(inline="always")(_gate_py)
 # The arithmetic of one sample: every sum starts at its bias and adds the products of its inputs
 # one by one, in input order, in float32 (of fastmath only "contract": each product fused with
 # its add, an fma, no reordering), the conditioning added to the conv's bias first, the taps in
-# kernel order (oldest input first). Every matrix product is `_mv`: the sums of a block of
-# outputs held in SIMD registers (one vector of VECTOR outputs per sequence) while the inputs
-# stream by, each weight vector loaded once for all the sequences of a group. Which outputs
-# share a vector, and how many sequences share a weight, changes no sum: a sequence's numbers
-# are the same alone or in any group.
-CONTRACT = ("contract",)
-MAX_LANES = 8  # sequences in one group at most (more gain nothing per sequence, measured)
-
-
-def _vector_shape() -> tuple[int, int]:
-    """(floats per SIMD vector, vector registers the sums may hold): 16 and 16 with AVX-512
-    (32 registers), else 8 and 8 (AVX2's 16 registers; other CPUs split the vectors)."""
-    from llvmlite import binding
-
-    name = os.environ.get("NUMBA_CPU_NAME", "host")  # numba may be told to compile for another
-    if name == "host":
-        wide = bool(binding.get_host_cpu_features().get("avx512f", False))
-    else:
-        wide = "+avx512f" in os.environ.get("NUMBA_CPU_FEATURES", "")
-    return (16, 16) if wide else (8, 8)
-
-
-VECTOR, ACCUMULATORS = _vector_shape()
-
-
-def _blocks_per_pass(lanes: int) -> int:
-    """Vectors of outputs summed at once for a group of `lanes` sequences."""
-    return max(1, min(4, ACCUMULATORS // lanes))
-
-
-@intrinsic
-def _mv(typingctx, acc, wt, src):
-    """acc (W, n_out) += src (W, n_in) @ wt (n_in, n_out), for W sequences at once (C-contiguous
-    float32): each sum in input order, each product contracted with its add (an fma). The
-    sequences go in groups of 8, 4, 2 and 1; for each group, passes over blocks of outputs
-    (`_blocks_per_pass` vectors of VECTOR outputs, the leftover outputs one by one) keep their
-    sums in registers while every input's weight vector is loaded once for the whole group."""
-    if not all(isinstance(a, nbtypes.Array) and a.dtype == nbtypes.float32 and a.layout == "C"
-               and a.ndim == 2 for a in (acc, wt, src)):
-        return None
-    sig = nbtypes.void(acc, wt, src)
-
-    def codegen(context, builder, sig, args):
-        f32 = ir.FloatType()
-        i64 = ir.IntType(64)
-        a_acc, a_wt, a_src = (context.make_array(t)(context, builder, v)
-                              for t, v in zip(sig.args, args, strict=True))
-        n_lanes = builder.extract_value(a_acc.shape, 0)
-        n_in = builder.extract_value(a_wt.shape, 0)
-        n_out = builder.extract_value(a_wt.shape, 1)
-
-        def const(v):
-            return ir.Constant(i64, v)
-
-        def at(ptr, row, width, col, ty):  # &ptr[row * width + col] as a pointer to ty
-            return builder.bitcast(builder.gep(ptr, [builder.add(builder.mul(row, width), col)]),
-                                   ty.as_pointer())
-
-        def splat(value, vw):
-            if vw == 1:
-                return value
-            ty = ir.VectorType(f32, vw)
-            undef = ir.Constant(ty, ir.Undefined)
-            one = builder.insert_element(undef, value, const(0))
-            return builder.shuffle_vector(one, undef,
-                                          ir.Constant(ir.VectorType(ir.IntType(32), vw),
-                                                      [0] * vw))
-
-        def block(lane0, nl, o0, nb, vw):
-            """The sums of lanes lane0 .. lane0 + nl - 1, outputs o0 .. o0 + nb * vw - 1."""
-            ty = f32 if vw == 1 else ir.VectorType(f32, vw)
-            slots = [[cgutils.alloca_once(builder, ty) for _ in range(nb)] for _ in range(nl)]
-            cols = [builder.add(o0, const(b * vw)) for b in range(nb)]
-            for w in range(nl):
-                row = builder.add(lane0, const(w))
-                for b in range(nb):
-                    builder.store(builder.load(at(a_acc.data, row, n_out, cols[b], ty), align=4),
-                                  slots[w][b])
-            with cgutils.for_range(builder, n_in) as inp:
-                i = inp.index
-                wv = [builder.load(at(a_wt.data, i, n_out, cols[b], ty), align=4)
-                      for b in range(nb)]
-                for w in range(nl):
-                    x = builder.load(at(a_src.data, builder.add(lane0, const(w)), n_in, i, f32))
-                    xv = splat(x, vw)
-                    for b in range(nb):
-                        prod = builder.fmul(wv[b], xv, flags=CONTRACT)
-                        builder.store(builder.fadd(builder.load(slots[w][b]), prod,
-                                                   flags=CONTRACT), slots[w][b])
-            for w in range(nl):
-                row = builder.add(lane0, const(w))
-                for b in range(nb):
-                    builder.store(builder.load(slots[w][b]),
-                                  at(a_acc.data, row, n_out, cols[b], ty), align=4)
-
-        def lanes(lane0, nl):
-            """Every output of lanes lane0 .. lane0 + nl - 1."""
-            nb = _blocks_per_pass(nl)
-            wide = builder.udiv(n_out, const(nb * VECTOR))
-            with cgutils.for_range(builder, wide) as p:
-                block(lane0, nl, builder.mul(p.index, const(nb * VECTOR)), nb, VECTOR)
-            done = builder.mul(wide, const(nb * VECTOR))
-            single = builder.udiv(builder.sub(n_out, done), const(VECTOR))
-            with cgutils.for_range(builder, single) as p:
-                block(lane0, nl, builder.add(done, builder.mul(p.index, const(VECTOR))), 1,
-                      VECTOR)
-            done = builder.add(done, builder.mul(single, const(VECTOR)))
-            with cgutils.for_range(builder, builder.sub(n_out, done)) as p:
-                block(lane0, nl, builder.add(done, p.index), 1, 1)
-
-        lane = cgutils.alloca_once_value(builder, const(0))
-        for nl in (MAX_LANES, 4, 2, 1):  # whole groups of 8, then at most one of 4, 2 and 1
-            left = builder.sub(n_lanes, builder.load(lane))
-            if nl == MAX_LANES:
-                with cgutils.for_range(builder, builder.udiv(left, const(nl))):
-                    lanes(builder.load(lane), nl)
-                    builder.store(builder.add(builder.load(lane), const(nl)), lane)
-            else:
-                with builder.if_then(builder.icmp_unsigned(">=", left, const(nl))):
-                    lanes(builder.load(lane), nl)
-                    builder.store(builder.add(builder.load(lane), const(nl)), lane)
-        return context.get_dummy_value()
-
-    return sig, codegen
+# kernel order (oldest input first). Every matrix product is `simd._mv`: the sums of a block
+# of outputs held in SIMD registers (a vector of outputs per sequence) while the inputs stream
+# by, each weight vector loaded once for all the sequences of a group. Which outputs share a
+# vector, and how many sequences share a weight, changes no sum: a sequence's numbers are the
+# same alone or in any group.
 
 
 def _run_group_py(

@@ -58,8 +58,13 @@ class Conditioner(core.ChunkConditioner):
         """One torch thread in the conditioning's thread too (a thread's own setting)."""
         torch.set_num_threads(1)
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.proj.shape[:2])
+
     @torch.no_grad()
-    def condition(self, features: list[torch.Tensor], rows: np.ndarray, n: int) -> np.ndarray:
+    def condition(self, features: list[torch.Tensor], rows: np.ndarray, n: int,
+                  out: np.ndarray | None = None) -> np.ndarray:
         """(n, L, 2R): the conditioning of samples [start, start + n), `rows` the row of
         `features` shown at each sample of `reads(start, n)`. The paths compute only the
         conditioned samples (the context before them is read for presses), the same numbers as
@@ -69,10 +74,14 @@ class Conditioner(core.ChunkConditioner):
         features alone go through the compiled loop (`keycond`: exact for any chunk, a few
         ~0.15 ms a call beyond its samples)."""
         if self.packed is not None:
-            return self._keys.condition(features, rows, n)
+            return self._keys.condition(features, rows, n, out)
         m = max(n, MIN_CONDITION)
         cond = self.model.condition_from_features(features, torch.from_numpy(rows)[None], m)
-        return torch.einsum("loc,cn->nlo", self.proj, cond[0])[:n].numpy()
+        cond = torch.einsum("loc,cn->nlo", self.proj, cond[0])[:n].numpy()
+        if out is None:
+            return cond
+        out[...] = cond
+        return out
 
 
 @torch.no_grad()

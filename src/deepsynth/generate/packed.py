@@ -43,7 +43,7 @@ VERSION = 2  # 2: the classes' float levels and the pre-emphasis (1: an int16 ta
 # the modules whose code defines what a pack's arrays mean: a pack made by other code is made
 # again (its arrays feed compiled loops that do not check their shapes)
 CODE = ("deepsynth.generate.fused", "deepsynth.generate.keycond", "deepsynth.generate.packed",
-        "deepsynth.samplers")
+        "deepsynth.generate.simd", "deepsynth.samplers")
 SAMPLERS = {"mulaw-softmax": sample_softmax,  # the output distributions a pack can hold
             "mulaw-logistic": sample_logistic_mix}
 
