@@ -136,6 +136,9 @@ def pack(model: DeepSynth) -> PackedKeyConditioning:
     )
 
 
+_ZERO32 = np.float32(0.0)
+
+
 @njit(cache=True, nogil=True, fastmath=set(CONTRACT), error_model="numpy")
 def _condition(levels, rows, skip, n, level_w, bias, terms, waves, trace_curves, osc_curve,
                audible, group, n_taus, n_groups, window, layers,
@@ -143,17 +146,21 @@ def _condition(levels, rows, skip, n, level_w, bias, terms, waves, trace_curves,
     """out (n, L, 2R), at the rows `layers` of each sample: the conditioning of columns skip ..
     skip + n - 1 of `rows` (the frame row shown at each column, the video `lookahead` samples
     ahead); columns before `skip` are read for presses only (a press at column c: the key
-    down at c, up at c - 1; down: level > 0.5). Per sample the frame's term, then the columns
-    of every key pressed within the window (its traces, then its sinusoids' sines and cosines,
-    the keys in order) times their values at the press's age, summed by `_mv_rows`."""
+    down at c, up at c - 1; down: level > 0.5). Per sample the frame's term, then the trace
+    columns of every key pressed within the window (keys in order) times their values at the
+    press's age, then the sinusoid columns (harmonic, sine or cosine, register) times the sum
+    of their keys' values, summed by `_mv_rows`."""
     n_keys = levels.shape[1]
     D = bias.shape[0]
     width = out.shape[2]
     H = audible.shape[0]
     o = np.empty((1, D), np.float32)
-    coef = np.empty((1, n_keys * (n_taus + 2 * H)), np.float32)  # this sample's column values
+    n_waves = 2 * H * n_groups
+    coef = np.empty((1, n_keys * n_taus + n_waves), np.float32)  # this sample's column values
     which = np.empty(coef.shape[1], np.int64)  # and their rows of `terms`
     waves0 = n_taus * n_keys
+    wave = np.zeros(n_waves, np.float32)  # the sinusoid columns' values, summed over keys
+    used = np.zeros(n_waves, np.bool_)
     last = np.full(n_keys, -1, np.int64)  # column of each key's last press (-1: none)
     frame = np.zeros(D, np.float32)  # the level term of the current frame
     frame_row = -1
@@ -194,12 +201,17 @@ def _condition(levels, rows, skip, n, level_w, bias, terms, waves, trace_curves,
                 gate = env * audible[h, k]
                 if gate == 0.0:
                     continue
-                row = waves0 + 2 * h * n_groups + group[k]
-                coef[0, m] = waves[h, k, age, 0] * gate
-                which[m] = row
-                coef[0, m + 1] = waves[h, k, age, 1] * gate
-                which[m + 1] = row + n_groups
-                m += 2
+                j = 2 * h * n_groups + group[k]  # the keys of a register share its columns
+                wave[j] += waves[h, k, age, 0] * gate
+                wave[j + n_groups] += waves[h, k, age, 1] * gate
+                used[j] = used[j + n_groups] = True
+        for j in range(n_waves):
+            if used[j]:
+                coef[0, m] = wave[j]
+                which[m] = waves0 + j
+                m += 1
+                wave[j] = _ZERO32
+                used[j] = False
         for d in range(D):
             o[0, d] = frame[d]
         _mv_rows(o, terms, which, coef, m)
