@@ -93,6 +93,22 @@ def test_bit_identical_whatever_the_chunks():
         assert np.array_equal(got, whole[: len(got)])
 
 
+def test_written_into_an_array_it_equals_a_fresh_one_and_leaves_the_other_layers():
+    model = model_of("small", seed=2)
+    packed = keycond.pack(model)
+    levels, rows = timeline(3, 6000)
+    la, n = model.lookahead, 2500
+    fresh = keycond.condition(packed, levels, rows[la:], len(rows) - n - la, n)
+    out = np.full((n, packed.n_layers, packed.width), 7.0, np.float32)
+    got = keycond.condition(packed, levels, rows[la:], len(rows) - n - la, n, out)
+    assert got is out
+    assert np.array_equal(out[:, packed.layers], fresh[:, packed.layers])
+    silent = np.setdiff1d(np.arange(packed.n_layers), packed.layers)
+    assert len(silent) and np.all(out[:, silent] == 7.0)  # not written
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        keycond.condition(packed, levels, rows[la:], len(rows) - n - la, n, out[:, ::-1])
+
+
 def test_generation_uses_it_for_key_features_only():
     assert keycond.supports(model_of("small")) and keycond.supports(model_of("small-keys"))
     for other in ("tiny", "small-video", "small-paper"):

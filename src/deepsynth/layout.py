@@ -190,10 +190,14 @@ class KeyboardLayout:
 
     def key_levels(self, frames: np.ndarray) -> np.ndarray:
         """Frames (N, H, W) or (H, W) -> (N, 88) / (88,) float32 levels: 0 at rest, 1 pressed
-        (the mean of each key's own pixels, clipped to [0, 1])."""
-        rest = self.rest_shade.astype(np.float64)
-        span = self.pressed_shade.astype(np.float64) - rest
-        return np.clip((self.key_means(frames) - rest) / span, 0.0, 1.0).astype(np.float32)
+        (the mean of each key's own pixels, clipped to [0, 1]). The numbers of the model's
+        `KeyFeatures.key_levels`, without torch: exact integer sums divided in float64 and
+        rounded once (torch's float32 quotient), then the same float32 operations in the same
+        order (tests/test_packed.py holds the two together)."""
+        mean = self.key_means(frames).astype(np.float32)
+        up = self.rest_shade.astype(np.float64).astype(np.float32)
+        down = self.pressed_shade.astype(np.float64).astype(np.float32)
+        return np.clip((mean - up) / (down - up), np.float32(0), np.float32(1))
 
     # --- storage and identity -------------------------------------------------------------------
 

@@ -81,20 +81,14 @@ class PackedModel:
         return PackedOutput(self.silence, self.n_uniforms, SAMPLERS[self.output])
 
     def key_levels(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 frames (N, H, W) -> (N, 88) float32: 0 at rest, 1 pressed (mean of each key's
-        own pixels, `KeyboardLayout.key_means`): `KeyFeatures.key_levels` (model/key_features.py)
-        without torch, the same numbers (exact integer sums, one correctly rounded division,
-        then the same float32 operations in the same order; tests/test_packed.py holds the two
-        together)."""
+        """uint8 frames (N, H, W) -> (N, 88) float32: 0 at rest, 1 pressed
+        (`KeyboardLayout.key_levels`: the numbers of `KeyFeatures.key_levels`, without
+        torch)."""
         lay = self.layout
         if tuple(frames.shape[1:]) != lay.shape:
             raise ValueError(f"key features read {lay.shape[1]}x{lay.shape[0]} frames (their "
                              f"layout's), got shape {tuple(frames.shape)}")
-        # exact integer sums divided in float64, rounded once: torch's float32 quotient
-        mean = lay.key_means(frames).astype(np.float32)
-        up = lay.rest_shade.astype(np.float64).astype(np.float32)
-        down = lay.pressed_shade.astype(np.float64).astype(np.float32)
-        return np.clip((mean - up) / (down - up), np.float32(0), np.float32(1))
+        return lay.key_levels(frames)
 
     def source_levels(self, source: VideoSource) -> np.ndarray:
         """(N + 1, 88) float32: the key levels of every unique frame of `source`, then the
