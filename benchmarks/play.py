@@ -9,10 +9,15 @@ sample; and the same session on a CPU-time clock (time passes only while this pr
 or waits), which times it as if the core were its own: on a machine shared with other work the
 real-time run also measures the others.
 
+And the machine alone (`machine_noise`): a fixed ~30 us unit of work timed back to back on the
+same core for a minute; on a virtual machine some units take milliseconds, in CPU time too, the
+host's stalls that make late blocks on either clock.
+
 Targets: latency p99 <= 10 ms; no underrun in 5 minutes on one core; live == offline audio.
 
     python benchmarks/play.py [--midi FILE] [--seconds 300] [--block 4] [--core 1]
     python benchmarks/play.py --only real          # the real-time session alone
+    python benchmarks/play.py --only noise --noise-seconds 300   # the machine's stalls alone
 """
 
 from __future__ import annotations
@@ -62,6 +67,48 @@ def session(synth, changes, n: int, clock, block: int, seed: int, background: bo
     return report, np.concatenate(keep.blocks)
 
 
+def machine_noise(seconds: float, unit_us: float = 30.0) -> dict:
+    """The machine's own stalls, as a baseline: a fixed unit of compiled work (~unit_us of CPU)
+    run back to back for `seconds` on this core, each unit timed in this thread's CPU time (the
+    CPU-time clock's time) and on the wall clock. On a core of one's own a unit never takes
+    milliseconds; on a virtual machine whose host takes the core, some do, in CPU time too (the
+    guest counts the time it lost as the thread's): such a stall makes late blocks that no
+    setting in the session can prevent."""
+    from numba import njit
+
+    @njit(cache=False, nogil=True)
+    def unit(a, k):
+        s = 0.0
+        for _ in range(k):
+            for i in range(a.shape[0]):
+                s += a[i] * 1.0000001
+        return s
+
+    a = np.random.default_rng(0).random(1000)
+    k = 1
+    unit(a, 1)
+    while True:  # k: repetitions of the inner loop that make one unit (~unit_us)
+        t0 = time.thread_time()
+        unit(a, 64 * k)
+        if (time.thread_time() - t0) / 64 >= unit_us * 1e-6 or k > 1 << 16:
+            break
+        k *= 2
+    cpu, wall = [], []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0, w0 = time.thread_time(), time.perf_counter()
+        unit(a, k)
+        cpu.append(time.thread_time() - t0)
+        wall.append(time.perf_counter() - w0)
+    cpu_ms, wall_ms = np.asarray(cpu) * 1000, np.asarray(wall) * 1000
+    return {"seconds": seconds, "units": len(cpu),
+            "unit_ms_p50": round(float(np.median(cpu_ms)), 4),
+            "cpu_over_1ms": int((cpu_ms > 1).sum()), "cpu_over_5ms": int((cpu_ms > 5).sum()),
+            "cpu_max_ms": round(float(cpu_ms.max()), 2),
+            "wall_over_1ms": int((wall_ms > 1).sum()), "wall_over_5ms": int((wall_ms > 5).sum()),
+            "wall_max_ms": round(float(wall_ms.max()), 2)}
+
+
 def brief(report: dict) -> str:
     lat, head = report["latency_ms"], report["headroom"]
     return (f"latency p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} ms; "
@@ -87,8 +134,10 @@ def main() -> None:
                     help="samples of conditioning computed ahead per call (play --horizon)")
     ap.add_argument("--spin", default="all",
                     help="the real clock's polling before each deadline: 'all' or ms (0: sleep)")
-    ap.add_argument("--only", nargs="+", choices=("real", "cpu", "offline"),
-                    default=["real", "cpu", "offline"])
+    ap.add_argument("--only", nargs="+", choices=("real", "cpu", "offline", "noise"),
+                    default=["real", "cpu", "offline", "noise"])
+    ap.add_argument("--noise-seconds", type=float, default=60.0,
+                    help="how long the machine's own stalls are measured (see machine_noise)")
     args = ap.parse_args()
 
     os.sched_setaffinity(0, {args.core})
@@ -142,6 +191,13 @@ def main() -> None:
             record["live_cpu_over_offline_cpu"] = round(live_cpu / cpu, 3)
         print(f"offline: {record['offline']['cpu_x_real_time']}x real time (CPU); live == "
               f"offline: {[record.get(f'{k}_equals_offline') for k in audio]}", flush=True)
+    if "noise" in args.only:
+        record["machine_noise"] = noise = machine_noise(args.noise_seconds)
+        print(f"the machine alone ({args.noise_seconds:g} s of {noise['unit_ms_p50']} ms units on "
+              f"this core): {noise['cpu_over_1ms']} units over 1 ms and {noise['cpu_over_5ms']} "
+              f"over 5 ms in CPU time (max {noise['cpu_max_ms']} ms), {noise['wall_over_1ms']} "
+              f"and {noise['wall_over_5ms']} on the wall clock (max {noise['wall_max_ms']} ms)",
+              flush=True)
     record["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     path = append_result("play", record)
     print(f"appended to {path}")
