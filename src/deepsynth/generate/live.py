@@ -530,7 +530,9 @@ class SimulatedClock:
 class CpuClock:
     """A dedicated core, emulated on a shared machine: time passes when this process computes
     (its CPU time, all threads) and when it waits (at once, as `SimulatedClock`), not while
-    other processes run. A session on it is timed as if it had a core of its own."""
+    other processes run. A session on it is timed as if it had a core of its own, except on a
+    virtual machine that counts its host's stalls as the process's CPU time (measured here:
+    `benchmarks/play.py --only noise`)."""
 
     def start(self) -> None:
         self.waited = 0.0
