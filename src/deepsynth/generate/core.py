@@ -201,7 +201,8 @@ def run(
     def conditioning(t: int) -> Future:  # the chunk at t, computed beside the decoder
         n, k = min(step, total - t), (t // step) % 2
         if conditioner.features is not None and buffers[k] is None:
-            buffers[k] = np.zeros((len(sources), step, *conditioner.shape), np.float32)
+            buffers[k] = np.zeros((len(sources), min(step, total), *conditioner.shape),
+                                  np.float32)
         out = None if buffers[k] is None else buffers[k][:, :n]
         return pool.submit(conditioner.chunk, sources, [w.start + t for w in windows], n, out)
 
