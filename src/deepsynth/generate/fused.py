@@ -326,7 +326,8 @@ class FusedDecoderState:
         self.prev = np.full(batch, output.silence, np.int64)
         self.t = 0
         self._group, self._groups = kernels(output.sample_one)
-        self.width = width or group_width(batch, numba.get_num_threads())
+        # (a single sequence asks no thread count: that starts numba's threads, ~40 ms)
+        self.width = width or (1 if batch == 1 else group_width(batch, numba.get_num_threads()))
         groups = -(-batch // self.width)
         p = packed
         self.cache = np.zeros((groups, p.cache_len, self.width, p.residual), np.float32)
