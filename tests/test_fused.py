@@ -7,6 +7,7 @@ import pytest
 import torch
 from numba import njit
 
+from deepsynth.config import AudioConfig
 from deepsynth.generate.fused import (
     FusedDecoderState,
     _gate,
@@ -15,6 +16,7 @@ from deepsynth.generate.fused import (
     pack_decoder,
 )
 from deepsynth.model.deepsynth import DeepSynth
+from deepsynth.model.output import MuLawSoftmax
 from deepsynth.model.presets import get_preset
 from deepsynth.sim import keyboard
 
@@ -83,3 +85,26 @@ def test_the_gate_is_tanh_times_sigmoid_to_float32_precision():
     assert np.abs(t - np.tanh(a64)).max() < 1e-6
     assert np.abs(g - np.tanh(a64) / (1 + np.exp(-b64))).max() < 1e-6
     assert t.dtype == np.float32 and np.all(np.abs(t) <= 1)
+
+
+def test_layers_left_unread_must_be_zero_and_are_then_the_same():
+    packed = pack_decoder(DeepSynth(get_preset("small").model, keyboard.layout()).decoder)
+    layers, width = packed.conv_b.shape
+    rng = np.random.default_rng(1)
+    n = 300
+    cond = (0.3 * rng.standard_normal((2, n, layers, width))).astype(np.float32)
+    cond[:, :, 3:] = 0.0  # conditioned at the first three layers only (as `small` is)
+    uniforms = rng.random((2, n, 1))
+
+    def run(cond, read):
+        state = FusedDecoderState(packed, MuLawSoftmax(AudioConfig()), 2)
+        state.condition_layers(read)
+        return state.run(cond, n, uniforms, 0.9, keep_logits=True)
+
+    every = run(cond, None)
+    three = run(cond, np.arange(3))
+    assert np.array_equal(every[0], three[0]) and np.array_equal(every[1], three[1])
+    noisy = cond.copy()
+    noisy[:, :, 5] = 1.0  # a layer it does not read
+    assert np.array_equal(run(noisy, np.arange(3))[1], three[1])
+    assert not np.array_equal(run(noisy, None)[1], three[1])

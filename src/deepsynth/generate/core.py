@@ -117,6 +117,11 @@ class ChunkConditioner:
         """(L, 2R): the decoder's layers and the conditioning's width per layer."""
         raise NotImplementedError
 
+    @property
+    def layers(self) -> np.ndarray | None:
+        """The decoder layers whose conditioning can be nonzero (None: any)."""
+        return None
+
     def condition(self, features: list[Any], rows: np.ndarray, n: int,
                   out: np.ndarray | None = None) -> np.ndarray:
         """(n, L, 2R): the conditioning of samples [start, start + n), `rows` the row of
@@ -160,6 +165,10 @@ class KeyConditioner(ChunkConditioner):
     def shape(self) -> tuple[int, int]:
         return self.packed.n_layers, self.packed.width
 
+    @property
+    def layers(self) -> np.ndarray:
+        return self.packed.layers
+
     def condition(self, features: list[Any], rows: np.ndarray, n: int,
                   out: np.ndarray | None = None) -> np.ndarray:
         """Exact for any chunk (see `keycond`): computed over the columns `reads` gives, the
@@ -197,6 +206,8 @@ def run(
     # two arrays for the chunks' conditioning, in turn: the decoder reads one while the next
     # chunk's is written into the other (fresh ones per chunk cost page faults, measured)
     buffers: list[np.ndarray | None] = [None, None]
+    if conditioner.features is not None and hasattr(state, "condition_layers"):
+        state.condition_layers(conditioner.layers)  # the fused kernel skips the zero layers
 
     def conditioning(t: int) -> Future:  # the chunk at t, computed beside the decoder
         n, k = min(step, total - t), (t // step) % 2

@@ -164,13 +164,14 @@ _gate = njit(inline="always")(_gate_py)
 
 def _run_group_py(
     p_embed, conv_wt, conv_b, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil, off, kernel,
-    cache, g, t0, cond, prev, forced, uniforms, inv_temp, floor, classes, logits_out,
+    cache, g, t0, cond, cond_on, prev, forced, uniforms, inv_temp, floor, classes, logits_out,
     keep_logits,
 ):
     """Samples t0 .. t0 + T - 1 of the W sequences g * W ... of the batch at once (those past
     the batch are padding). Every activation is (W, channels), one row per sequence; cache
     (cache_len, W, R): per layer a ring of its past inputs; weights transposed (input,
-    output). cond (B, T, L, 2R) or (B, 0, 0, 0) without conditioning; forced (B, T) classes
+    output). cond (B, T, L, 2R) or (B, 0, 0, 0) without conditioning, read at the layers where
+    cond_on (L,) is true (zeros elsewhere, left unread); forced (B, T) classes
     for teacher forcing or (B, 0); uniforms (B, T, U) in [0, 1) for sampling; writes classes
     (B, T) and, if keep_logits, the head's outputs (B, T, K). The next class comes from
     `_sample`, the output distribution's sampler (a global, so the kernel of the default
@@ -209,7 +210,7 @@ def _run_group_py(
             d = dil[l]
             ctx = (kernel - 1) * d
             for w in range(W):
-                if has_cond and w < nb:
+                if has_cond and w < nb and cond_on[l]:
                     for o in range(2 * R):
                         h[w, o] = conv_b[l, o] + cond[b0 + w, tt, l, o]
                 else:
@@ -263,14 +264,14 @@ def _run_group_py(
 
 def _run_groups_py(
     p_embed, conv_wt, conv_b, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil, off, kernel,
-    caches, t0, cond, prev, forced, uniforms, inv_temp, floor, classes, logits_out,
+    caches, t0, cond, cond_on, prev, forced, uniforms, inv_temp, floor, classes, logits_out,
     keep_logits,
 ):
     """`_run_group` for every group of the batch, the groups spread over the CPU cores.
     caches (G, cache_len, W, R)."""
     for g in prange(caches.shape[0]):
         _run_group(p_embed, conv_wt, conv_b, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil, off,
-                   kernel, caches[g], g, t0, cond, prev, forced, uniforms, inv_temp, floor,
+                   kernel, caches[g], g, t0, cond, cond_on, prev, forced, uniforms, inv_temp, floor,
                    classes, logits_out, keep_logits)
 
 
@@ -331,10 +332,18 @@ class FusedDecoderState:
         groups = -(-batch // self.width)
         p = packed
         self.cache = np.zeros((groups, p.cache_len, self.width, p.residual), np.float32)
+        self.cond_on = np.ones(len(p.dilations), np.bool_)  # the layers `run` reads cond at
         t = np.ascontiguousarray  # weights (input, output): each input's row a run of outputs
         self._weights = (p.embed, t(p.conv_w.transpose(0, 1, 3, 2)), p.conv_b,
                          t(p.out_w.transpose(0, 2, 1)), p.out_b, t(p.head1_w.T), p.head1_b,
                          t(p.head2_w.T), p.head2_b, p.dilations, p.offsets, p.kernel)
+
+    def condition_layers(self, layers: np.ndarray | None) -> None:
+        """Read the conditioning at these decoder layers only (None: all): the caller's
+        promise that it is zero at the others (key features condition 3 of `small`'s 12)."""
+        self.cond_on[:] = layers is None
+        if layers is not None:
+            self.cond_on[np.asarray(layers, np.int64)] = True
 
     def run(
         self,
@@ -360,8 +369,8 @@ class FusedDecoderState:
         cond = np.ascontiguousarray(cond, np.float32)
         forced = np.ascontiguousarray(forced, np.int64)
         uniforms = np.ascontiguousarray(uniforms, np.float64)
-        args = (self.t, cond, self.prev, forced, uniforms, inv_temp, float(floor), classes,
-                logits, keep_logits)
+        args = (self.t, cond, self.cond_on, self.prev, forced, uniforms, inv_temp, float(floor),
+                classes, logits, keep_logits)
         if self.cache.shape[0] == 1:  # no thread pool for a single group
             self._group(*self._weights, self.cache[0], 0, *args)
         else:

@@ -62,6 +62,10 @@ class Conditioner(core.ChunkConditioner):
     def shape(self) -> tuple[int, int]:
         return tuple(self.proj.shape[:2])
 
+    @property
+    def layers(self) -> np.ndarray | None:
+        return None if self.packed is None else self.packed.layers
+
     @torch.no_grad()
     def condition(self, features: list[torch.Tensor], rows: np.ndarray, n: int,
                   out: np.ndarray | None = None) -> np.ndarray:

@@ -101,6 +101,8 @@ class LiveGenerator:
         torch.set_num_threads(1)  # as generate's conditioning (restored by close)
         self._cond = Conditioner(model, [])
         self._state = decoder_state(model, 1, block)
+        if model.conditioned and hasattr(self._state, "condition_layers"):
+            self._state.condition_layers(self._cond.layers)  # as `core.run` does offline
         self._rng = input_rng(int(seed))
         # classes -> int16 audio, block after block (the de-emphasis state carried): the same
         # numbers as offline
