@@ -180,7 +180,8 @@ class KeyConditioner(ChunkConditioner):
 
 def run(
     conditioner: ChunkConditioner,
-    state: Any,  # .run(cond, n, uniforms, temperature, floor=) -> (classes (B, n), _)
+    state: Any,  # .run(cond, n, uniforms, temperature, floor=) -> (classes (B, n), _) and
+    # .condition_layers(layers)
     sources: Sequence[VideoSource],
     windows: Sequence[Window],
     rngs: Sequence[np.random.Generator],
@@ -206,8 +207,7 @@ def run(
     # two arrays for the chunks' conditioning, in turn: the decoder reads one while the next
     # chunk's is written into the other (fresh ones per chunk cost page faults, measured)
     buffers: list[np.ndarray | None] = [None, None]
-    if conditioner.features is not None and hasattr(state, "condition_layers"):
-        state.condition_layers(conditioner.layers)  # the fused kernel skips the zero layers
+    state.condition_layers(conditioner.layers)  # the fused kernel skips the zero layers
 
     def conditioning(t: int) -> Future:  # the chunk at t, computed beside the decoder
         n, k = min(step, total - t), (t // step) % 2

@@ -102,6 +102,10 @@ class GraphedDecoderState:
         self.local.copy_(saved[2])
         self.prev.copy_(saved[3])
 
+    def condition_layers(self, layers: np.ndarray | None) -> None:
+        """As `FusedDecoderState.condition_layers`; here every layer's conditioning is read (the
+        graph's shapes are fixed), which gives the same numbers when the others are zero."""
+
     @torch.no_grad()
     def run(
         self,

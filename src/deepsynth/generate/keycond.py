@@ -160,7 +160,6 @@ def _condition(levels, rows, skip, n, level_w, bias, terms, waves, trace_curves,
     which = np.empty(coef.shape[1], np.int64)  # and their rows of `terms`
     waves0 = n_taus * n_keys
     wave = np.zeros(n_waves, np.float32)  # the sinusoid columns' values, summed over keys
-    used = np.zeros(n_waves, np.bool_)
     last = np.full(n_keys, -1, np.int64)  # column of each key's last press (-1: none)
     frame = np.zeros(D, np.float32)  # the level term of the current frame
     frame_row = -1
@@ -204,14 +203,12 @@ def _condition(levels, rows, skip, n, level_w, bias, terms, waves, trace_curves,
                 j = 2 * h * n_groups + group[k]  # the keys of a register share its columns
                 wave[j] += waves[h, k, age, 0] * gate
                 wave[j + n_groups] += waves[h, k, age, 1] * gate
-                used[j] = used[j + n_groups] = True
-        for j in range(n_waves):
-            if used[j]:
+        for j in range(n_waves):  # (a column whose value is 0 would add nothing)
+            if wave[j] != 0.0:
                 coef[0, m] = wave[j]
                 which[m] = waves0 + j
                 m += 1
                 wave[j] = _ZERO32
-                used[j] = False
         for d in range(D):
             o[0, d] = frame[d]
         _mv_rows(o, terms, which, coef, m)

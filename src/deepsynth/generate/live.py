@@ -101,8 +101,7 @@ class LiveGenerator:
         torch.set_num_threads(1)  # as generate's conditioning (restored by close)
         self._cond = Conditioner(model, [])
         self._state = decoder_state(model, 1, block)
-        if model.conditioned and hasattr(self._state, "condition_layers"):
-            self._state.condition_layers(self._cond.layers)  # as `core.run` does offline
+        self._state.condition_layers(self._cond.layers)  # as `core.run` does offline
         self._rng = input_rng(int(seed))
         # classes -> int16 audio, block after block (the de-emphasis state carried): the same
         # numbers as offline
@@ -206,8 +205,7 @@ class LiveGenerator:
         if frame is None:
             feats = self._cond.empty  # the Conditioner's own row of the empty keyboard
         elif self._cond.packed is not None:  # key levels alone: the same numbers without torch
-            feats = [torch.from_numpy(self.model.layout.key_levels(frame))]  # (a torch call
-            # cost ~0.3 ms, and up to 16 ms at times, in CPU time: late blocks, measured)
+            feats = [torch.from_numpy(self.model.layout.key_levels(frame))]
         else:
             with torch.no_grad():
                 feats = self.model.frame_features(torch.from_numpy(frame))

@@ -162,13 +162,11 @@ def _mv_rows(typingctx, acc, table, rows, src, n):
 
     def codegen(context, builder, sig, args):
         a_acc, a_table, a_rows, a_src, n_used = _arrays(context, builder, sig, args)
-        i64 = ir.IntType(64)
         n_used = context.cast(builder, n_used, sig.args[4], nbtypes.int64)
 
         def row_of(j):
             return builder.load(builder.gep(a_rows.data, [j]))
 
-        assert n_used.type == i64
         _emit_products(context, builder, a_acc, a_table, a_src, n_used, row_of)
         return context.get_dummy_value()
 
