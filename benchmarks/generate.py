@@ -44,9 +44,8 @@ from deepsynth.sim import keyboard
 def cached_rate(model: DeepSynth, batch: int, n: int) -> float:
     """Samples/s (all sequences together) of the fused decoder step, conditioning given."""
     packed = pack_decoder(model.decoder)
-    layers = len(model.decoder.stack.blocks)
     state = FusedDecoderState(packed, model.output, batch)
-    cond = np.random.default_rng(0).standard_normal((batch, n, layers, 2 * packed.residual))
+    cond = np.random.default_rng(0).standard_normal((batch, n, packed.cond_channels))
     cond = (0.1 * cond).astype(np.float32)
     uniforms = np.random.default_rng(1).random((batch, n, model.output.n_uniforms))
     state.run(cond[:, :8], 8, uniforms[:, :8])  # compile / warm up

@@ -2,6 +2,8 @@
 position of a batch of any size, whatever the width of the groups the batch runs in (see
 `group_width`), and its gate's tanh is within float32 rounding of the true one."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -40,10 +42,10 @@ def _run(model, cond, uniforms, rows, forced=None, width=None):
 
 @pytest.mark.parametrize("teacher_forced", [False, True])
 def test_a_sequence_is_bit_identical_alone_and_anywhere_in_a_batch(small, teacher_forced):
-    layers, width = pack_decoder(small.decoder).conv_b.shape  # (L, 2R)
+    channels = pack_decoder(small.decoder).cond_channels
     rng = np.random.default_rng(0)
     n = 700  # past the largest dilation (256) twice
-    cond = (0.3 * rng.standard_normal((9, n, layers, width))).astype(np.float32)
+    cond = (0.3 * rng.standard_normal((9, n, channels))).astype(np.float32)
     uniforms = rng.random((9, n, 1))
     forced = rng.integers(0, 256, (9, n)) if teacher_forced else None
     alone = {r: _run(small, cond, uniforms, [r], forced) for r in (0, 4, 8)}
@@ -87,24 +89,31 @@ def test_the_gate_is_tanh_times_sigmoid_to_float32_precision():
     assert t.dtype == np.float32 and np.all(np.abs(t) <= 1)
 
 
-def test_layers_left_unread_must_be_zero_and_are_then_the_same():
+def test_a_layer_without_a_projection_of_the_conditioning_is_skipped_and_that_changes_nothing():
     packed = pack_decoder(DeepSynth(get_preset("small").model, keyboard.layout()).decoder)
-    layers, width = packed.conv_b.shape
+    # `small` reads the conditioning in its first three layers only
+    assert packed.conditioned_layers.tolist() == [True] * 3 + [False] * 9
     rng = np.random.default_rng(1)
     n = 300
-    cond = (0.3 * rng.standard_normal((2, n, layers, width))).astype(np.float32)
-    cond[:, :, 3:] = 0.0  # conditioned at the first three layers only (as `small` is)
+    cond = (0.3 * rng.standard_normal((2, n, packed.cond_channels))).astype(np.float32)
     uniforms = rng.random((2, n, 1))
 
-    def run(cond, read):
+    def run(packed, read_all=False):
         state = FusedDecoderState(packed, MuLawSoftmax(AudioConfig()), 2)
-        state.condition_layers(read)
+        if read_all:
+            state.cond_on[:] = True
         return state.run(cond, n, uniforms, 0.9, keep_logits=True)
 
-    every = run(cond, None)
-    three = run(cond, np.arange(3))
-    assert np.array_equal(every[0], three[0]) and np.array_equal(every[1], three[1])
-    noisy = cond.copy()
-    noisy[:, :, 5] = 1.0  # a layer it does not read
-    assert np.array_equal(run(noisy, np.arange(3))[1], three[1])
-    assert not np.array_equal(run(noisy, None)[1], three[1])
+    skipped, every = run(packed), run(packed, read_all=True)
+    assert np.array_equal(skipped[0], every[0]) and np.array_equal(skipped[1], every[1])
+    weights = packed.cond_w.copy()
+    weights[5] = 0.2 * rng.standard_normal(weights[5].shape)  # a sixth layer conditioned
+    more = dataclasses.replace(packed, cond_w=weights)
+    assert more.conditioned_layers.tolist() == [True] * 3 + [False, False, True] + [False] * 6
+    assert not np.array_equal(run(more)[1], skipped[1])
+    # the conditioning's shape is checked: the kernel indexes it unchecked
+    state = FusedDecoderState(packed, MuLawSoftmax(AudioConfig()), 2)
+    with pytest.raises(ValueError, match="cond must be"):
+        state.run(cond[:, :, :-1], n, uniforms)
+    with pytest.raises(ValueError, match="cond must be"):
+        state.run(cond[:1], n, uniforms)

@@ -31,7 +31,7 @@ from deepsynth.generate.postfilter import HarmonicFilter, window_notes
 from deepsynth.generate.sources import VideoSource
 from deepsynth.layout import KeyboardLayout
 
-COND_BUDGET_BYTES = 64 << 20  # per chunk, for the per-layer conditioning of the whole batch
+COND_BUDGET_BYTES = 64 << 20  # per chunk, for the conditioning of the whole batch
 CHUNK_SAMPLES = (64, 4000)  # the fewest and most samples a chunk holds (a clip, not a rate)
 MIN_CONDITION = 32  # the fewest samples conditioned at a time (see ChunkConditioner.reads)
 
@@ -81,17 +81,18 @@ def input_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
 
 
-def chunk_samples(batch: int, layers: int, width: int, requested: int | None = None) -> int:
-    """Samples per chunk: `requested`, else as many as COND_BUDGET_BYTES of per-layer
-    conditioning (layers x width float32 per sample and input) hold, within CHUNK_SAMPLES."""
+def chunk_samples(batch: int, channels: int, requested: int | None = None) -> int:
+    """Samples per chunk: `requested`, else as many as COND_BUDGET_BYTES of conditioning
+    (`channels` float32 per sample and input) hold, within CHUNK_SAMPLES."""
     if requested:
         return requested
-    per_sample = batch * layers * width * 4
+    per_sample = batch * channels * 4
     return int(np.clip(COND_BUDGET_BYTES // max(per_sample, 1), *CHUNK_SAMPLES))
 
 
 class ChunkConditioner:
-    """Per-layer decoder conditioning for chunks of one or more sources (numpy float32), from
+    """The decoder's conditioning (C channels per sample, which each conditioned layer
+    projects) for chunks of one or more sources (numpy float32), from
     each source's rows of features for its unique frames (`features`: per source, one array per
     conditioning path, the empty keyboard's row appended last; None: a model without video).
 
@@ -113,20 +114,14 @@ class ChunkConditioner:
         return lo - lo % self.hop, start + max(n, MIN_CONDITION) + self.lookahead
 
     @property
-    def shape(self) -> tuple[int, int]:
-        """(L, 2R): the decoder's layers and the conditioning's width per layer."""
+    def channels(self) -> int:
+        """C: the conditioning's channels per sample."""
         raise NotImplementedError
-
-    @property
-    def layers(self) -> np.ndarray | None:
-        """The decoder layers whose conditioning can be nonzero (None: any)."""
-        return None
 
     def condition(self, features: list[Any], rows: np.ndarray, n: int,
                   out: np.ndarray | None = None) -> np.ndarray:
-        """(n, L, 2R): the conditioning of samples [start, start + n), `rows` the row of
-        `features` shown at each sample of `reads(start, n)`; written into `out` if given
-        (zeros where no layer reads it)."""
+        """(n, C): the conditioning of samples [start, start + n), `rows` the row of
+        `features` shown at each sample of `reads(start, n)`; written into `out` if given."""
         raise NotImplementedError
 
     def thread_start(self) -> None:
@@ -134,13 +129,12 @@ class ChunkConditioner:
 
     def chunk(self, sources: Sequence[VideoSource], starts: Sequence[int], n: int,
               out: np.ndarray | None = None) -> np.ndarray | None:
-        """(B, n, L, 2R) for samples [start_b, start_b + n) of each source, written into `out`
-        if given (an array of zeros, or of an earlier chunk of the same conditioner: the
-        layers no path reads stay zero)."""
+        """(B, n, C) for samples [start_b, start_b + n) of each source, written into `out` if
+        given."""
         if self.features is None:
             return None
         if out is None:
-            out = np.zeros((len(sources), n, *self.shape), np.float32)
+            out = np.empty((len(sources), n, self.channels), np.float32)
         for b, (src, feats, start) in enumerate(zip(sources, self.features, starts,
                                                     strict=True)):
             lo, hi = self.reads(start, n)
@@ -162,12 +156,8 @@ class KeyConditioner(ChunkConditioner):
         self.packed = packed
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return self.packed.n_layers, self.packed.width
-
-    @property
-    def layers(self) -> np.ndarray:
-        return self.packed.layers
+    def channels(self) -> int:
+        return self.packed.channels
 
     def condition(self, features: list[Any], rows: np.ndarray, n: int,
                   out: np.ndarray | None = None) -> np.ndarray:
@@ -180,8 +170,7 @@ class KeyConditioner(ChunkConditioner):
 
 def run(
     conditioner: ChunkConditioner,
-    state: Any,  # .run(cond, n, uniforms, temperature, floor=) -> (classes (B, n), _) and
-    # .condition_layers(layers)
+    state: Any,  # .run(cond, n, uniforms, temperature, floor=) -> (classes (B, n), _)
     sources: Sequence[VideoSource],
     windows: Sequence[Window],
     rngs: Sequence[np.random.Generator],
@@ -207,12 +196,11 @@ def run(
     # two arrays for the chunks' conditioning, in turn: the decoder reads one while the next
     # chunk's is written into the other (fresh ones per chunk cost page faults, measured)
     buffers: list[np.ndarray | None] = [None, None]
-    state.condition_layers(conditioner.layers)  # the fused kernel skips the zero layers
 
     def conditioning(t: int) -> Future:  # the chunk at t, computed beside the decoder
         n, k = min(step, total - t), (t // step) % 2
         if conditioner.features is not None and buffers[k] is None:
-            buffers[k] = np.zeros((len(sources), min(step, total), *conditioner.shape),
+            buffers[k] = np.empty((len(sources), min(step, total), conditioner.channels),
                                   np.float32)
         out = None if buffers[k] is None else buffers[k][:, :n]
         return pool.submit(conditioner.chunk, sources, [w.start + t for w in windows], n, out)

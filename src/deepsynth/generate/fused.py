@@ -7,8 +7,10 @@ whole chunk of samples runs in one compiled call: per sample and layer, read the
 past inputs, dilated conv + conditioning, gate, residual and skip, then the head and sampling.
 
 The cache: per layer a ring buffer of its last (kernel - 1) * dilation inputs, so a new sample
-costs O(layers) work, not O(receptive field). The conditioning of every layer (the decoder's 1x1
-projection of the video encoder's output) is computed in parallel for a chunk beforehand.
+costs O(layers) work, not O(receptive field). The conditioning (the video encoder's output, C
+channels per sample) is computed for a chunk beforehand; each conditioned layer's 1x1
+projection of it is one more matrix product of the step, so the conditioning's work and memory
+do not grow with the layers (a layer without conditioning, its projection all zeros, skips it).
 
 Every matrix product is `_mv`, written as LLVM vector code (numba's own loops keep no sums in
 registers, measured): the sums of a block of outputs stay in SIMD registers while the inputs
@@ -60,6 +62,7 @@ class PackedDecoder:
     embed: np.ndarray  # (K, R): input conv as a lookup table, bias included
     conv_w: np.ndarray  # (L, k, 2R, R): tap j reads the input (k - 1 - j) * dilation back
     conv_b: np.ndarray  # (L, 2R)
+    cond_w: np.ndarray  # (L, 2R, C): each layer's projection of the conditioning (C = 0: none)
     out_w: np.ndarray  # (L, R + S, R): residual rows then skip rows
     out_b: np.ndarray  # (L, R + S)
     head1_w: np.ndarray  # (S, S)
@@ -78,6 +81,16 @@ class PackedDecoder:
     def residual(self) -> int:
         return self.embed.shape[1]
 
+    @property
+    def cond_channels(self) -> int:
+        """C: the conditioning's channels per sample (0: an unconditioned decoder)."""
+        return self.cond_w.shape[2]
+
+    @property
+    def conditioned_layers(self) -> np.ndarray:
+        """(L,) bool: the layers whose projection of the conditioning is not all zeros."""
+        return np.abs(self.cond_w).reshape(len(self.cond_w), -1).max(axis=1, initial=0) > 0
+
 
 def _np(t: torch.Tensor) -> np.ndarray:
     import torch
@@ -90,12 +103,15 @@ def pack_decoder(decoder: WaveNetDecoder) -> PackedDecoder:
     k = decoder.stack.kernel_size
     dil = np.array(decoder.stack.dilations, dtype=np.int64)
     ctx = (k - 1) * dil
+    cond = decoder.stack.cond_weights()
+    width = blocks[0].conv.out_channels
     return PackedDecoder(
         embed=_np(decoder.input.weight[:, :, 0].t() + decoder.input.bias),
         conv_w=np.ascontiguousarray(
             np.stack([_np(b.conv.weight).transpose(2, 0, 1) for b in blocks])
         ),
         conv_b=np.stack([_np(b.conv.bias) for b in blocks]),
+        cond_w=(np.zeros((len(blocks), width, 0), np.float32) if cond is None else _np(cond)),
         out_w=np.stack(
             [
                 np.concatenate([_np(b.res.weight[:, :, 0]), _np(b.skip.weight[:, :, 0])])
@@ -154,24 +170,25 @@ _gate = njit(inline="always")(_gate_py)
 
 # The arithmetic of one sample: every sum starts at its bias and adds the products of its inputs
 # one by one, in input order, in float32 (of fastmath only "contract": each product fused with
-# its add, an fma, no reordering), the conditioning added to the conv's bias first, the taps in
-# kernel order (oldest input first). Every matrix product is `simd._mv`: the sums of a block
-# of outputs held in SIMD registers (a vector of outputs per sequence) while the inputs stream
-# by, each weight vector loaded once for all the sequences of a group. Which outputs share a
-# vector, and how many sequences share a weight, changes no sum: a sequence's numbers are the
-# same alone or in any group.
+# its add, an fma, no reordering), the conditioning's projection added to the conv's bias first,
+# then the taps in kernel order (oldest input first). Every matrix product is `simd._mv`: the
+# sums of a block of outputs held in SIMD registers (a vector of outputs per sequence) while
+# the inputs stream by, each weight vector loaded once for all the sequences of a group. Which
+# outputs share a vector, and how many sequences share a weight, changes no sum: a sequence's
+# numbers are the same alone or in any group.
 
 
 def _run_group_py(
-    p_embed, conv_wt, conv_b, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil, off, kernel,
+    p_embed, conv_wt, conv_b, cond_wt, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil, off, kernel,
     cache, g, t0, cond, cond_on, prev, forced, uniforms, inv_temp, floor, classes, logits_out,
     keep_logits,
 ):
     """Samples t0 .. t0 + T - 1 of the W sequences g * W ... of the batch at once (those past
     the batch are padding). Every activation is (W, channels), one row per sequence; cache
     (cache_len, W, R): per layer a ring of its past inputs; weights transposed (input,
-    output). cond (B, T, L, 2R) or (B, 0, 0, 0) without conditioning, read at the layers where
-    cond_on (L,) is true (zeros elsewhere, left unread); forced (B, T) classes
+    output). cond (B, T, C) or (B, 0, 0) without conditioning, projected by cond_wt (L, C, 2R)
+    at the layers where cond_on (L,) is true (the others' projections are zeros, left unread);
+    forced (B, T) classes
     for teacher forcing or (B, 0); uniforms (B, T, U) in [0, 1) for sampling; writes classes
     (B, T) and, if keep_logits, the head's outputs (B, T, K). The next class comes from
     `_sample`, the output distribution's sampler (a global, so the kernel of the default
@@ -192,6 +209,7 @@ def _run_group_py(
     act = np.empty((W, S), np.float32)
     hid = np.empty((W, S), np.float32)
     lg = np.empty((W, K), np.float32)
+    c_in = np.zeros((W, cond.shape[2]), np.float32)  # this sample's conditioning (padding: 0)
     lane_prev = np.zeros(W, np.int64)
     b0 = g * W
     nb = min(W, B - b0)
@@ -206,16 +224,18 @@ def _run_group_py(
                 x[w, i] = p_embed[lane_prev[w], i]
             for i in range(S):
                 skip[w, i] = _ZERO
+        if has_cond:
+            for w in range(nb):
+                for i in range(c_in.shape[1]):
+                    c_in[w, i] = cond[b0 + w, tt, i]
         for l in range(n_layers):
             d = dil[l]
             ctx = (kernel - 1) * d
             for w in range(W):
-                if has_cond and w < nb and cond_on[l]:
-                    for o in range(2 * R):
-                        h[w, o] = conv_b[l, o] + cond[b0 + w, tt, l, o]
-                else:
-                    for o in range(2 * R):
-                        h[w, o] = conv_b[l, o]
+                for o in range(2 * R):
+                    h[w, o] = conv_b[l, o]
+            if has_cond and cond_on[l]:
+                _mv(h, cond_wt[l], c_in)
             for j in range(kernel):
                 back = (kernel - 1 - j) * d
                 if back == 0:
@@ -263,16 +283,16 @@ def _run_group_py(
 
 
 def _run_groups_py(
-    p_embed, conv_wt, conv_b, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil, off, kernel,
+    p_embed, conv_wt, conv_b, cond_wt, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil, off, kernel,
     caches, t0, cond, cond_on, prev, forced, uniforms, inv_temp, floor, classes, logits_out,
     keep_logits,
 ):
     """`_run_group` for every group of the batch, the groups spread over the CPU cores.
     caches (G, cache_len, W, R)."""
     for g in prange(caches.shape[0]):
-        _run_group(p_embed, conv_wt, conv_b, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil, off,
-                   kernel, caches[g], g, t0, cond, cond_on, prev, forced, uniforms, inv_temp, floor,
-                   classes, logits_out, keep_logits)
+        _run_group(p_embed, conv_wt, conv_b, cond_wt, out_wt, out_b, h1wt, h1b, h2wt, h2b, dil,
+                   off, kernel, caches[g], g, t0, cond, cond_on, prev, forced, uniforms, inv_temp,
+                   floor, classes, logits_out, keep_logits)
 
 
 # the default distribution's kernels, compiled once and cached on disk; of fastmath only
@@ -332,22 +352,16 @@ class FusedDecoderState:
         groups = -(-batch // self.width)
         p = packed
         self.cache = np.zeros((groups, p.cache_len, self.width, p.residual), np.float32)
-        self.cond_on = np.ones(len(p.dilations), np.bool_)  # the layers `run` reads cond at
+        self.cond_on = packed.conditioned_layers  # the layers that project the conditioning
         t = np.ascontiguousarray  # weights (input, output): each input's row a run of outputs
         self._weights = (p.embed, t(p.conv_w.transpose(0, 1, 3, 2)), p.conv_b,
-                         t(p.out_w.transpose(0, 2, 1)), p.out_b, t(p.head1_w.T), p.head1_b,
-                         t(p.head2_w.T), p.head2_b, p.dilations, p.offsets, p.kernel)
-
-    def condition_layers(self, layers: np.ndarray | None) -> None:
-        """Read the conditioning at these decoder layers only (None: all): the caller's
-        promise that it is zero at the others (key features condition 3 of `small`'s 12)."""
-        self.cond_on[:] = layers is None
-        if layers is not None:
-            self.cond_on[np.asarray(layers, np.int64)] = True
+                         t(p.cond_w.transpose(0, 2, 1)), t(p.out_w.transpose(0, 2, 1)), p.out_b,
+                         t(p.head1_w.T), p.head1_b, t(p.head2_w.T), p.head2_b, p.dilations,
+                         p.offsets, p.kernel)
 
     def run(
         self,
-        cond: np.ndarray | None,  # (B, T, L, 2R) float32
+        cond: np.ndarray | None,  # (B, T >= n, C) float32
         n: int,
         uniforms: np.ndarray | None = None,  # (B, T, U)
         temperature: float = 1.0,
@@ -361,11 +375,15 @@ class FusedDecoderState:
         K = p.head2_w.shape[0]
         classes = np.empty((B, n), np.int64)
         logits = np.empty((B, n if keep_logits else 0, K), np.float32)
-        cond = np.zeros((B, 0, 0, 0), np.float32) if cond is None else cond
+        cond = np.zeros((B, 0, 0), np.float32) if cond is None else cond
         forced = np.zeros((B, 0), np.int64) if forced is None else forced
         if uniforms is None:
             uniforms = np.zeros((B, n, self.output.n_uniforms), np.float64)
         inv_temp = 0.0 if temperature <= 0 else 1.0 / temperature
+        if cond.shape[1] and (cond.shape[0] != B or cond.shape[1] < n
+                              or cond.shape[2] != p.cond_channels):
+            raise ValueError(f"cond must be (B, >= n, C) = ({B}, >= {n}, {p.cond_channels}), "
+                             f"got {cond.shape}")
         cond = np.ascontiguousarray(cond, np.float32)
         forced = np.ascontiguousarray(forced, np.int64)
         uniforms = np.ascontiguousarray(uniforms, np.float64)

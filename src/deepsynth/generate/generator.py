@@ -29,7 +29,7 @@ from deepsynth.model.deepsynth import DeepSynth
 
 
 class Conditioner(core.ChunkConditioner):
-    """Per-layer decoder conditioning for chunks of one or more sources (numpy float32), from
+    """The decoder's conditioning for chunks of one or more sources (numpy float32), from
     a torch model: `features`, per source, each conditioning path's rows of its unique frames
     (see `frame_features`); the empty keyboard's rows are appended here."""
 
@@ -45,9 +45,8 @@ class Conditioner(core.ChunkConditioner):
                         for fs in features]
         super().__init__(features if conditioned else None, model.condition_context,
                          model.condition_hop, model.lookahead)
-        # (L, 2R, C): each layer's 1x1 projection of the conditioning
-        self.proj = model.decoder.stack.cond_weights() if conditioned else None
-        # key features alone (the shipped model): the compiled loop, projections composed
+        self.conditioned = conditioned
+        # key features alone (the shipped model): the compiled loop
         self.packed = None
         if conditioned and keycond.supports(model):
             self.packed = keycond.pack(model)
@@ -59,17 +58,13 @@ class Conditioner(core.ChunkConditioner):
         torch.set_num_threads(1)
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.proj.shape[:2])
-
-    @property
-    def layers(self) -> np.ndarray | None:
-        return None if self.packed is None else self.packed.layers
+    def channels(self) -> int:
+        return self.model.cfg.cond_channels
 
     @torch.no_grad()
     def condition(self, features: list[torch.Tensor], rows: np.ndarray, n: int,
                   out: np.ndarray | None = None) -> np.ndarray:
-        """(n, L, 2R): the conditioning of samples [start, start + n), `rows` the row of
+        """(n, C): the conditioning of samples [start, start + n), `rows` the row of
         `features` shown at each sample of `reads(start, n)`. The paths compute only the
         conditioned samples (the context before them is read for presses), the same numbers as
         over the whole piece, bit for bit whatever the chunking (tests/test_play.py): a chunk
@@ -81,9 +76,9 @@ class Conditioner(core.ChunkConditioner):
             return self._keys.condition(features, rows, n, out)
         m = max(n, MIN_CONDITION)
         cond = self.model.condition_from_features(features, torch.from_numpy(rows)[None], m)
-        cond = torch.einsum("loc,cn->nlo", self.proj, cond[0])[:n].numpy()
+        cond = cond[0, :, :n].T.numpy()
         if out is None:
-            return cond
+            return np.ascontiguousarray(cond)
         out[...] = cond
         return out
 
@@ -102,8 +97,7 @@ def frame_features(model: DeepSynth, source: VideoSource) -> list[torch.Tensor] 
 
 
 def chunk_length(model: DeepSynth, batch: int, requested: int | None = None) -> int:
-    blocks = model.decoder.stack.blocks
-    return core.chunk_samples(batch, len(blocks), blocks[0].conv.out_channels, requested)
+    return core.chunk_samples(batch, model.cfg.cond_channels, requested)
 
 
 def decoder_state(model: DeepSynth, batch: int, chunk: int, device: str = "cpu"):
@@ -193,14 +187,13 @@ def score_incremental(
     B, T = audio.shape
     state = FusedDecoderState(pack_decoder(model.decoder), model.output, B)
     feats = model.frame_features(frames) if model.conditioned else None
-    proj = model.decoder.stack.cond_weights() if model.conditioned else None
     cond_all = None if feats is None else model.condition_from_features(feats, frame_index, T)
     out = []
     for t in range(0, T, chunk):
         n = min(chunk, T - t)
         cond = None
-        if proj is not None:
-            cond = torch.einsum("loc,bcn->bnlo", proj, cond_all[:, :, t : t + n]).numpy()
+        if cond_all is not None:
+            cond = cond_all[:, :, t : t + n].transpose(1, 2).contiguous().numpy()
         forced = audio[:, t : t + n].numpy().astype(np.int64)
         _, logits = state.run(cond, n, forced=forced, keep_logits=True)
         out.append(torch.from_numpy(logits))

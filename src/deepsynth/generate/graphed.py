@@ -41,7 +41,11 @@ class GraphedDecoderState:
         self.t = torch.zeros((), dtype=torch.long, device=dev)  # samples generated so far
         self.local = torch.zeros((), dtype=torch.long, device=dev)  # position in the chunk
         self.prev = torch.full((batch,), output.silence, dtype=torch.long, device=dev)
-        self.cond = torch.zeros(batch, chunk, self.L, 2 * R, device=dev)
+        C = decoder.stack.cond_channels
+        self.cond = torch.zeros(batch, chunk, C, device=dev)  # the conditioning (C channels)
+        # each block's projection of it, (2R, C), or None for a block without conditioning
+        self.cond_w = [None if b.cond is None else b.cond.weight[:, :, 0].detach()
+                       for b in blocks]
         self.uniforms = torch.zeros(batch, chunk, output.n_uniforms, device=dev)
         self.forced = torch.zeros(batch, chunk, dtype=torch.long, device=dev)
         self.use_forced = torch.zeros((), dtype=torch.bool, device=dev)
@@ -57,7 +61,7 @@ class GraphedDecoderState:
     def _step(self) -> None:
         rows = self.rows
         x = self.table[self.prev]  # (B, R)
-        cond_t = self.cond[rows, self.local]  # (B, L, 2R)
+        cond_t = self.cond[rows, self.local]  # (B, C)
         skips = 0
         for l, (block, d) in enumerate(zip(self.dec.stack.blocks, self.dil, strict=True)):
             ctx = (self.k - 1) * d
@@ -67,7 +71,9 @@ class GraphedDecoderState:
                 back = (self.k - 1 - j) * d
                 taps.append(buf.index_select(2, ((self.t - back) % ctx).view(1)).squeeze(2))
             window = torch.stack([*taps, x], dim=2).flatten(1)  # (B, R * k) like the weight
-            h = F.linear(window, block.conv.weight.flatten(1), block.conv.bias) + cond_t[:, l]
+            h = F.linear(window, block.conv.weight.flatten(1), block.conv.bias)
+            if self.cond_w[l] is not None:
+                h = h + F.linear(cond_t, self.cond_w[l])
             buf.index_copy_(2, (self.t % ctx).view(1), x[:, :, None])
             f, g = h.chunk(2, dim=1)
             z = torch.tanh(f) * torch.sigmoid(g)
@@ -101,10 +107,6 @@ class GraphedDecoderState:
         self.t.copy_(saved[1])
         self.local.copy_(saved[2])
         self.prev.copy_(saved[3])
-
-    def condition_layers(self, layers: np.ndarray | None) -> None:
-        """As `FusedDecoderState.condition_layers`; here every layer's conditioning is read (the
-        graph's shapes are fixed), which gives the same numbers when the others are zero."""
 
     @torch.no_grad()
     def run(

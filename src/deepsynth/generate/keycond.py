@@ -1,24 +1,22 @@
 """The decoder's conditioning from key features in one compiled loop (numba), for generation.
 
 For a model whose only conditioning path is the key features (`model.key_features.KeyFeatures`,
-the shipped `small`), each decoder layer's conditioning at a sample is linear in the features:
+the shipped `small`), the conditioning the decoder reads at a sample is linear in the features:
 
-    cond[t, l] = P_l (W f(t) + b)
+    c(t) = W f(t) + b
 
 with `f(t)` the key levels of the frame shown at t + lookahead, the press traces of each key's
-most recent press and the sinusoids of the pressed keys (summed over registers), `W, b` the
-features' 1x1 projection and `P_l` layer l's 1x1 projection of it. Here the two projections are
-composed once (float64, then float32) into one vector per feature column, restricted to the
-layers that read the conditioning, and a compiled loop walks the samples: the frame's level
-term (recomputed when the frame changes), plus, for each key pressed within the window, its
-trace and sinusoid columns times their values at the press's age.
+most recent press and the sinusoids of the pressed keys (summed over registers), and `W, b` the
+features' 1x1 projection (the decoder's layers project `c` themselves: `fused`, `graphed`).
+A compiled loop walks the samples: the frame's level term (recomputed when the frame changes),
+plus, for each key pressed within the window, its trace and sinusoid columns of `W` times
+their values at the press's age.
 
 Every output sample is computed by the same loop in the same order from the frames it reads
 alone, so the numbers are bit-identical whatever the chunk it is computed in, even one sample:
 the live generator and `generate` share this code. They equal the torch computation
-(`KeyFeatures.forward`, then the projections) up to float32 rounding (tests/test_keycond.py).
-A call costs ~0.15 ms beyond its samples (measured: 1 and 33 samples, 0.14 and 0.18 ms), where
-the torch one paid ~100 small operations (~12 ms on the loaded machine).
+(`KeyFeatures.forward`, then the projection) up to float32 rounding (tests/test_keycond.py).
+A call costs ~0.15 ms beyond its samples, where the torch one paid ~100 small operations.
 """
 
 from __future__ import annotations
@@ -41,15 +39,12 @@ if TYPE_CHECKING:  # packing reads a torch model; the loop needs no torch
 
 @dataclass(frozen=True)
 class PackedKeyConditioning:
-    """Composed weights (D = conditioned layers x 2R outputs per sample, float32)."""
+    """The projection's columns by feature (C = the conditioning's channels, float32)."""
 
-    layers: np.ndarray  # (Lc,) int64: the decoder layers that read the conditioning
-    n_layers: int  # all the decoder's layers (the output's second axis)
-    width: int  # 2R
-    level_w: np.ndarray  # (88, D): a key's level
-    bias: np.ndarray  # (D,)
-    trace_w: np.ndarray  # (n_taus, 88, D): a key's press traces
-    wave_w: np.ndarray  # (H, 2, G, D): per harmonic, the sines then cosines of each register
+    level_w: np.ndarray  # (88, C): a key's level
+    bias: np.ndarray  # (C,)
+    trace_w: np.ndarray  # (n_taus, 88, C): a key's press traces
+    wave_w: np.ndarray  # (H, 2, G, C): per harmonic, the sines then cosines of each register
     trace_curves: np.ndarray  # (n_taus, window) float32: each trace at each age
     osc_curve: np.ndarray  # (window,) float32: the sinusoids' decay at each age
     omega: np.ndarray  # (H, 88) float32: radians per sample (0 above Nyquist)
@@ -57,14 +52,19 @@ class PackedKeyConditioning:
     group: np.ndarray  # (88,) int64: each key's register
     window: int
 
+    @property
+    def channels(self) -> int:
+        """C: the conditioning's channels per sample."""
+        return self.bias.shape[0]
+
     @cached_property
     def terms(self) -> np.ndarray:
-        """(n_taus x 88 + H x 2 x G, D): every per-key column in one table, the traces (tau i,
+        """(n_taus x 88 + H x 2 x G, C): every per-key column in one table, the traces (tau i,
         key k at row i x 88 + k) then the sinusoids (harmonic h, sine j = 0 or cosine j = 1,
         register g at n_taus x 88 + (2h + j) G + g)."""
-        D = self.bias.shape[0]
-        return np.ascontiguousarray(np.concatenate([self.trace_w.reshape(-1, D),
-                                                    self.wave_w.reshape(-1, D)]))
+        C = self.channels
+        return np.ascontiguousarray(np.concatenate([self.trace_w.reshape(-1, C),
+                                                    self.wave_w.reshape(-1, C)]))
 
     @cached_property
     def waves(self) -> np.ndarray:
@@ -95,43 +95,24 @@ def _f32(a: np.ndarray) -> np.ndarray:
 
 
 def pack(model: DeepSynth) -> PackedKeyConditioning:
-    """The model's key-feature conditioning, composed (see the module's docstring)."""
+    """The model's key-feature projection, by feature (see the module's docstring)."""
     if not supports(model):
         raise ValueError("the model's conditioning is not the key features alone")
     path = next(iter(model.paths.values()))
     cfg = path.cfg
-    P = _f64(model.decoder.stack.cond_weights())  # (L, 2R, C)
-    layers = np.flatnonzero(np.abs(P).reshape(len(P), -1).max(axis=1) > 0)
-    if len(layers) == 0:
-        layers = np.zeros(1, np.int64)
-    Pc = P[layers]  # (Lc, 2R, C)
-    L, width = P.shape[:2]
-    W, b = _f64(path.proj.weight), _f64(path.proj.bias)  # (C, F), (C,)
-
-    def composed(columns: np.ndarray) -> np.ndarray:  # (n, D): P_c W[:, column]
-        return np.einsum("loc,cn->nlo", Pc, W[:, columns]).reshape(len(columns), -1)
-
-    keys = np.arange(N_KEYS)
+    W, b = _f32(_f64(path.proj.weight).T), _f32(_f64(path.proj.bias))  # (F, C), (C,)
     n_taus, H, G = len(cfg.taus_ms), cfg.harmonics, cfg.groups
-    first = N_KEYS * (1 + n_taus)
-    wave = np.zeros((H, 2, G, len(layers) * width))
-    for h in range(H):
-        for j in range(2):
-            wave[h, j] = composed(first + (2 * h + j) * G + np.arange(G))
+    first = N_KEYS * (1 + n_taus)  # the sinusoids' columns: harmonic, sine or cosine, register
     return PackedKeyConditioning(
-        layers=layers.astype(np.int64),
-        n_layers=L,
-        width=width,
-        level_w=_f32(composed(keys)),
-        bias=_f32(np.einsum("loc,c->lo", Pc, b).reshape(-1)),
-        trace_w=_f32(np.stack([composed(keys + N_KEYS * (1 + i)) for i in range(n_taus)])
-                     if n_taus else np.zeros((0, N_KEYS, len(layers) * width))),
-        wave_w=_f32(wave),
+        level_w=_f32(W[:N_KEYS]),
+        bias=b,
+        trace_w=_f32(W[N_KEYS:first].reshape(n_taus, N_KEYS, -1)),
+        wave_w=_f32(W[first : first + 2 * H * G].reshape(H, 2, G, -1)),
         trace_curves=_f32(path.trace_curves.detach().cpu().numpy()),
         osc_curve=_f32(path.osc_curve.detach().cpu().numpy()),
         omega=_f32(path.omega.detach().cpu().numpy()),
         audible=_f32(path.audible.detach().cpu().numpy()),
-        group=(keys * G // N_KEYS).astype(np.int64),
+        group=(np.arange(N_KEYS) * G // N_KEYS).astype(np.int64),
         window=int(cfg.window),
     )
 
@@ -141,27 +122,24 @@ _ZERO32 = np.float32(0.0)
 
 @njit(cache=True, nogil=True, fastmath=set(CONTRACT), error_model="numpy")
 def _condition(levels, rows, skip, n, level_w, bias, terms, waves, trace_curves, osc_curve,
-               audible, group, n_taus, n_groups, window, layers,
-               out):  # pragma: no cover - compiled
-    """out (n, L, 2R), at the rows `layers` of each sample: the conditioning of columns skip ..
-    skip + n - 1 of `rows` (the frame row shown at each column, the video `lookahead` samples
-    ahead); columns before `skip` are read for presses only (a press at column c: the key
-    down at c, up at c - 1; down: level > 0.5). Per sample the frame's term, then the trace
-    columns of every key pressed within the window (keys in order) times their values at the
-    press's age, then the sinusoid columns (harmonic, sine or cosine, register) times the sum
-    of their keys' values, summed by `_mv_rows`."""
+               audible, group, n_taus, n_groups, window, out):  # pragma: no cover - compiled
+    """out (n, C): the conditioning of columns skip .. skip + n - 1 of `rows` (the frame row
+    shown at each column, the video `lookahead` samples ahead); columns before `skip` are read
+    for presses only (a press at column c: the key down at c, up at c - 1; down: level > 0.5).
+    Per sample the frame's term, then the trace columns of every key pressed within the window
+    (keys in order) times their values at the press's age, then the sinusoid columns
+    (harmonic, sine or cosine, register) times the sum of their keys' values, summed by
+    `_mv_rows`."""
     n_keys = levels.shape[1]
-    D = bias.shape[0]
-    width = out.shape[2]
+    C = bias.shape[0]
     H = audible.shape[0]
-    o = np.empty((1, D), np.float32)
     n_waves = 2 * H * n_groups
     coef = np.empty((1, n_keys * n_taus + n_waves), np.float32)  # this sample's column values
     which = np.empty(coef.shape[1], np.int64)  # and their rows of `terms`
     waves0 = n_taus * n_keys
     wave = np.zeros(n_waves, np.float32)  # the sinusoid columns' values, summed over keys
     last = np.full(n_keys, -1, np.int64)  # column of each key's last press (-1: none)
-    frame = np.zeros(D, np.float32)  # the level term of the current frame
+    frame = np.zeros(C, np.float32)  # the level term of the current frame
     frame_row = -1
     prev = rows[0]
     for c in range(skip + n):
@@ -174,12 +152,12 @@ def _condition(levels, rows, skip, n, level_w, bias, terms, waves, trace_curves,
         if c < skip:
             continue
         if r != frame_row:  # bias + levels @ level_w, keys in order
-            for d in range(D):
+            for d in range(C):
                 frame[d] = bias[d]
             for k in range(n_keys):
                 v = levels[r, k]
                 if v != 0.0:
-                    for d in range(D):
+                    for d in range(C):
                         frame[d] += v * level_w[k, d]
             frame_row = r
         m = 0
@@ -209,30 +187,27 @@ def _condition(levels, rows, skip, n, level_w, bias, terms, waves, trace_curves,
                 which[m] = waves0 + j
                 m += 1
                 wave[j] = _ZERO32
-        for d in range(D):
+        o = out[c - skip : c - skip + 1]
+        for d in range(C):
             o[0, d] = frame[d]
         _mv_rows(o, terms, which, coef, m)
-        for li in range(layers.shape[0]):
-            for d in range(width):
-                out[c - skip, layers[li], d] = o[0, li * width + d]
 
 
 def condition(packed: PackedKeyConditioning, levels: np.ndarray, rows: np.ndarray, skip: int,
               n: int, out: np.ndarray | None = None) -> np.ndarray:
-    """(n, L, 2R) float32: the conditioning of columns skip .. skip + n - 1 of `rows` (int64
+    """(n, C) float32: the conditioning of columns skip .. skip + n - 1 of `rows` (int64
     indexes into `levels`, (N, 88) float32 key levels; column c shows the video at conditioned
-    sample c - skip plus the lookahead), zeros for the layers that do not read it; written into
-    `out` if given (float32, C-contiguous; the rows of those layers left as they are)."""
+    sample c - skip plus the lookahead); written into `out` if given (float32, C-contiguous)."""
     if skip < 0 or len(rows) < skip + n:
         raise ValueError(f"need 0 <= skip and skip + n <= len(rows), got {skip}, {n}, {len(rows)}")
     p = packed
-    shape = (n, p.n_layers, p.width)
+    shape = (n, p.channels)
     if out is None:
-        out = np.zeros(shape, np.float32)
+        out = np.empty(shape, np.float32)
     elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"out must be C-contiguous float32 {shape}, got {out.dtype} {out.shape}")
     _condition(np.ascontiguousarray(levels, np.float32), np.ascontiguousarray(rows, np.int64),
                int(skip), int(n), p.level_w, p.bias, p.terms, p.waves, p.trace_curves,
                p.osc_curve, p.audible, p.group, len(p.trace_w), p.wave_w.shape[2], p.window,
-               p.layers, out)
+               out)
     return out

@@ -59,7 +59,7 @@ URGENT_SAMPLES = 32  # conditioning computed when the decoder waits for it (a ca
 @dataclass
 class _Segment:
     start: int
-    cond: np.ndarray  # (n, L, 2R) float32
+    cond: np.ndarray  # (n, C) float32
 
 
 class LiveGenerator:
@@ -101,7 +101,6 @@ class LiveGenerator:
         torch.set_num_threads(1)  # as generate's conditioning (restored by close)
         self._cond = Conditioner(model, [])
         self._state = decoder_state(model, 1, block)
-        self._state.condition_layers(self._cond.layers)  # as `core.run` does offline
         self._rng = input_rng(int(seed))
         # classes -> int16 audio, block after block (the de-emphasis state carried): the same
         # numbers as offline
@@ -119,7 +118,7 @@ class LiveGenerator:
         self._n_rowed = 0  # changes whose row is known
         self._rows: list[torch.Tensor] | None = None
         self._n_rows = 0
-        if self._cond.proj is not None:
+        if self._cond.conditioned:
             self._rows = [torch.empty((256, e.shape[1]), dtype=e.dtype) for e in self._cond.empty]
         self._segments: deque[_Segment] = deque()
         self._taken = 0  # conditioning handed to the decoder: samples before it
@@ -130,7 +129,7 @@ class LiveGenerator:
         self.cond_calls = 0
         self.cond_seconds = 0.0
         self._thread = None
-        if background and self._cond.proj is not None:
+        if background and self._cond.conditioned:
             self._thread = threading.Thread(target=self._work, name="deepsynth-conditioning",
                                             daemon=True)
             self._thread.start()
@@ -218,7 +217,7 @@ class LiveGenerator:
         return row
 
     def _compute(self, start: int, n: int, n_changes: int) -> np.ndarray:
-        """(n, L, 2R): the conditioning of [start, start + n) with the first `n_changes` changes
+        """(n, C): the conditioning of [start, start + n) with the first `n_changes` changes
         of the timeline (the last one held from then on), as `Conditioner.chunk` computes it."""
         began = time.perf_counter()
         if self._n_rows == 0:
@@ -299,13 +298,13 @@ class LiveGenerator:
         """Compute the conditioning the next blocks need now (no-op with a background thread,
         which does it on its own): call it while waiting, so a change is read before it is
         needed."""
-        if self._thread is None and self._cond.proj is not None:
+        if self._thread is None and self._cond.conditioned:
             with self._lock:
                 self._fill(self.t + self.block)
 
     def _take(self, n: int) -> np.ndarray | None:
         """The conditioning of [t, t + n), computed if need be (waiting for the thread)."""
-        if self._cond.proj is None:
+        if not self._cond.conditioned:
             return None
         with self._lock:
             if self._thread is None:
@@ -345,9 +344,8 @@ class LiveGenerator:
         """Load the decoder's compiled kernel (a call on no samples) and the conditioning's, so
         the first block does not pay for them."""
         cond = None
-        if self._cond.proj is not None:
-            layers, width = self._cond.proj.shape[:2]
-            cond = np.zeros((1, 0, layers, width), np.float32)
+        if self._cond.conditioned:
+            cond = np.zeros((1, 0, self._cond.channels), np.float32)
             if self._cond.packed is not None:  # and the conditioning's compiled loop
                 lo, hi = self._cond.reads(0, 1)
                 self._cond.condition([self._cond.empty[0]], np.zeros(hi - lo, np.int64), 1)

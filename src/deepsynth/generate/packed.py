@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from deepsynth.model.deepsynth import DeepSynth
 
 FORMAT = "deepsynth-packed"
-VERSION = 2  # 2: the classes' float levels and the pre-emphasis (1: an int16 table)
+VERSION = 3  # 3: the decoder's projections of the conditioning, the key features' own (not
+#              composed with them); 2: the classes' float levels and the pre-emphasis
 # the modules whose code defines what a pack's arrays mean: a pack made by other code is made
 # again (its arrays feed compiled loops that do not check their shapes)
 CODE = ("deepsynth.generate.fused", "deepsynth.generate.keycond", "deepsynth.generate.packed",
@@ -270,15 +271,17 @@ def _check_shapes(p: PackedModel, path) -> None:
             and d.dilations.shape == (n_layers,) and d.offsets.shape == (n_layers + 1,)
             and p.levels.shape == (classes,) and p.levels.dtype == np.float32
             and 0.0 <= p.preemphasis < 1.0
-            and k.n_layers == n_layers and k.width == width
-            and k.level_w.shape == (N_KEYS, len(k.layers) * width)
-            and k.bias.shape == (len(k.layers) * width,)
+            and d.cond_w.shape == (n_layers, width, k.channels)
+            and k.level_w.shape == (N_KEYS, k.channels)
             and k.trace_w.shape[1:] == k.level_w.shape
+            and k.wave_w.shape[1] == 2 and k.wave_w.shape[3] == k.channels
             and k.trace_curves.shape == (len(k.trace_w), k.window)
             and k.osc_curve.shape == (k.window,)
             and k.omega.shape == k.audible.shape == (len(k.wave_w), N_KEYS)
             and k.group.shape == (N_KEYS,)
-            and all(a.dtype == np.float32 for a in (d.embed, d.conv_w, d.out_w, k.level_w)))
+            and 0 <= k.group.min() <= k.group.max() < k.wave_w.shape[2]
+            and all(a.dtype == np.float32
+                    for a in (d.embed, d.conv_w, d.cond_w, d.out_w, k.level_w, k.wave_w)))
     if not fits:
         raise ValueError(f"{path}: a packed model whose arrays do not fit together")
 
@@ -345,8 +348,7 @@ def generate_packed(
     windows = list(windows or [core.Window(0, s.n_samples) for s in sources])
     conditioner = core.KeyConditioner(packed.keys, [[packed.source_levels(s)] for s in sources],
                                       packed.context, packed.hop, packed.lookahead)
-    layers, width = packed.decoder.conv_b.shape
-    step = core.chunk_samples(len(sources), layers, width, chunk)
+    step = core.chunk_samples(len(sources), packed.keys.channels, chunk)
     state = FusedDecoderState(packed.decoder, packed.sampling, len(sources))
     return core.run(conditioner, state, sources, windows, [core.input_rng(s) for s in seeds],
                     packed.n_uniforms, [PcmStream(packed.levels, packed.preemphasis)
