@@ -117,3 +117,27 @@ def test_a_layer_without_a_projection_of_the_conditioning_is_skipped_and_that_ch
         state.run(cond[:, :, :-1], n, uniforms)
     with pytest.raises(ValueError, match="cond must be"):
         state.run(cond[:1], n, uniforms)
+
+
+def test_weights_that_are_float16_values_stream_as_float16_with_the_same_bits():
+    torch.manual_seed(5)
+    model = DeepSynth(get_preset("small").model, keyboard.layout()).eval()
+    packed32 = pack_decoder(model.decoder)
+    assert not FusedDecoderState(packed32, model.output, 1).half  # float32 weights stay
+    with torch.no_grad():  # as the shipped checkpoint's (stored in float16)
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    packed = pack_decoder(model.decoder)
+    rng = np.random.default_rng(2)
+    n = 600
+    cond = (0.3 * rng.standard_normal((3, n, packed.cond_channels))).astype(np.float32)
+    uniforms = rng.random((3, n, 1))
+    for batch, width in ((1, None), (3, 2), (3, 4)):
+        runs = []
+        for half in (None, False):
+            state = FusedDecoderState(packed, model.output, batch, width, half=half)
+            assert state.half is (half is None)
+            runs.append(state.run(cond[:batch], n, uniforms[:batch], 0.9, keep_logits=True))
+        (c16, l16), (c32, l32) = runs
+        assert np.array_equal(c16, c32) and np.array_equal(l16, l32)
+        assert len(np.unique(c16)) > 10

@@ -18,6 +18,10 @@ stream by, each sum in input order, each product fused with its add (an fma; of 
 "contract", no reordering). The gate's tanh and sigmoid are a rational function (no C-library
 call, no zero-division branch: it vectorizes).
 
+Weights that are all float16 values (the shipped checkpoint is stored in float16) are streamed as
+float16, half the bytes, and widened to float32 exactly as each is loaded: the same sums, bit for
+bit, with the weights and the cache nearer the core (batch 1: ~1.3x the samples/s, measured).
+
 A batch runs in groups (`group_width`): up to 8 sequences side by side, every activation
 (sequences, channels), so each weight vector is loaded once per sample for the whole group; the
 groups are spread over the cores (a single sequence is a group of one, run in the caller's
@@ -336,10 +340,11 @@ def group_width(batch: int, threads: int) -> int:
 class FusedDecoderState:
     """The decoder's cache for a batch, and the loop over chunks of samples. The batch runs in
     groups of `width` sequences (default `group_width`; one group: in this thread, more: over
-    numba's threads); the width changes the speed, never a sample."""
+    numba's threads); the width changes the speed, never a sample. `half`: stream the weights
+    as float16 (None: when every one is a float16 value, so that nothing changes)."""
 
     def __init__(self, packed: PackedDecoder, output: Sampling, batch: int,
-                 width: int | None = None) -> None:
+                 width: int | None = None, half: bool | None = None) -> None:
         import numba
 
         self.p = packed
@@ -354,10 +359,17 @@ class FusedDecoderState:
         self.cache = np.zeros((groups, p.cache_len, self.width, p.residual), np.float32)
         self.cond_on = packed.conditioned_layers  # the layers that project the conditioning
         t = np.ascontiguousarray  # weights (input, output): each input's row a run of outputs
-        self._weights = (p.embed, t(p.conv_w.transpose(0, 1, 3, 2)), p.conv_b,
-                         t(p.cond_w.transpose(0, 2, 1)), t(p.out_w.transpose(0, 2, 1)), p.out_b,
-                         t(p.head1_w.T), p.head1_b, t(p.head2_w.T), p.head2_b, p.dilations,
-                         p.offsets, p.kernel)
+        streamed = [t(p.conv_w.transpose(0, 1, 3, 2)), t(p.cond_w.transpose(0, 2, 1)),
+                    t(p.out_w.transpose(0, 2, 1)), t(p.head1_w.T), t(p.head2_w.T)]
+        if half is None:
+            half = all(np.array_equal(a.astype(np.float16).astype(np.float32), a)
+                       for a in streamed)
+        if half:
+            streamed = [a.astype(np.float16).view(np.uint16) for a in streamed]
+        self.half = bool(half)
+        conv, cond, out, h1, h2 = streamed
+        self._weights = (p.embed, conv, p.conv_b, cond, out, p.out_b, h1, p.head1_b, h2,
+                         p.head2_b, p.dilations, p.offsets, p.kernel)
 
     def run(
         self,

@@ -49,12 +49,23 @@ def _f32_array(a, ndim: int) -> bool:
             and a.ndim == ndim)
 
 
-def _emit_products(context, builder, acc, wt, src, n_in, row_of):
+def _weight_array(a) -> bool:
+    """A table of weights: float32, or uint16 holding the bits of float16 values (half the
+    bytes to stream; each is widened to float32 exactly when loaded, so the sums are those of
+    the same values in float32)."""
+    return _f32_array(a, 2) or (isinstance(a, nbtypes.Array) and a.dtype == nbtypes.uint16
+                                and a.layout == "C" and a.ndim == 2)
+
+
+def _emit_products(context, builder, acc, wt, src, n_in, row_of, half=False):
     """acc[w, :] += sum over j < n_in of src[w, j] * wt[row_of(j), :], for every sequence w of
     acc (arrays as numba's structs): the sequences in groups of 8, 4, 2 and 1; per group,
     passes over blocks of outputs (`_blocks_per_pass` vectors of VECTOR, then single vectors,
-    then the leftover outputs one by one), their sums in registers over all j."""
+    then the leftover outputs one by one), their sums in registers over all j. `half`: wt
+    holds float16 bits (uint16), widened to float32 as loaded."""
     f32 = ir.FloatType()
+    f16 = ir.HalfType()
+    i16 = ir.IntType(16)
     i64 = ir.IntType(64)
     n_lanes = builder.extract_value(acc.shape, 0)
     n_out = builder.extract_value(wt.shape, 1)
@@ -76,6 +87,15 @@ def _emit_products(context, builder, acc, wt, src, n_in, row_of):
         mask = ir.Constant(ir.VectorType(ir.IntType(32), vw), [0] * vw)
         return builder.shuffle_vector(one, undef, mask)
 
+    def weights(r, col, vw):  # wt[r, col : col + vw] as float32
+        if not half:
+            ty = f32 if vw == 1 else ir.VectorType(f32, vw)
+            return builder.load(at(wt.data, r, n_out, col, ty), align=4)
+        bits, h, ty = ((i16, f16, f32) if vw == 1 else
+                       (ir.VectorType(i16, vw), ir.VectorType(f16, vw), ir.VectorType(f32, vw)))
+        v = builder.load(at(wt.data, r, n_out, col, bits), align=2)
+        return builder.fpext(builder.bitcast(v, h), ty)
+
     def block(lane0, nl, o0, nb, vw):
         """The sums of sequences lane0 .. lane0 + nl - 1, outputs o0 .. o0 + nb * vw - 1."""
         ty = f32 if vw == 1 else ir.VectorType(f32, vw)
@@ -89,7 +109,7 @@ def _emit_products(context, builder, acc, wt, src, n_in, row_of):
         with cgutils.for_range(builder, n_in) as inp:
             j = inp.index
             r = row_of(j)
-            wv = [builder.load(at(wt.data, r, n_out, cols[b], ty), align=4) for b in range(nb)]
+            wv = [weights(r, cols[b], vw) for b in range(nb)]
             for w in range(nl):
                 x = builder.load(at(src.data, builder.add(lane0, const(w)), n_src, j, f32))
                 xv = splat(x, vw)
@@ -138,14 +158,16 @@ def _arrays(context, builder, sig, args):
 @intrinsic
 def _mv(typingctx, acc, wt, src):
     """acc (W, n_out) += src (W, n_in) @ wt (n_in, n_out), for W sequences at once
-    (C-contiguous float32): each sum in input order, each product fused with its add."""
-    if not (_f32_array(acc, 2) and _f32_array(wt, 2) and _f32_array(src, 2)):
+    (C-contiguous; acc and src float32, wt float32 or float16 bits as uint16): each sum in input
+    order, each product fused with its add."""
+    if not (_f32_array(acc, 2) and _weight_array(wt) and _f32_array(src, 2)):
         return None
+    half = wt.dtype == nbtypes.uint16
 
     def codegen(context, builder, sig, args):
         a_acc, a_wt, a_src = _arrays(context, builder, sig, args)
         _emit_products(context, builder, a_acc, a_wt, a_src,
-                       builder.extract_value(a_wt.shape, 0), lambda j: j)
+                       builder.extract_value(a_wt.shape, 0), lambda j: j, half)
         return context.get_dummy_value()
 
     return nbtypes.void(acc, wt, src), codegen
