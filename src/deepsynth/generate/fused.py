@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from numba import njit, prange
 
-from deepsynth.generate.simd import CONTRACT, MAX_LANES, _mv
+from deepsynth.generate.simd import CONTRACT, FAST_HALF, MAX_LANES, _mv
 from deepsynth.samplers import SAMPLER_FASTMATH, sample_softmax
 
 if TYPE_CHECKING:  # packing reads a torch decoder; the kernels and their state need no torch
@@ -341,7 +341,8 @@ class FusedDecoderState:
     """The decoder's cache for a batch, and the loop over chunks of samples. The batch runs in
     groups of `width` sequences (default `group_width`; one group: in this thread, more: over
     numba's threads); the width changes the speed, never a sample. `half`: stream the weights
-    as float16 (None: when every one is a float16 value, so that nothing changes)."""
+    as float16 (None: when every one is a float16 value, so that nothing changes, and the CPU
+    widens float16 in hardware)."""
 
     def __init__(self, packed: PackedDecoder, output: Sampling, batch: int,
                  width: int | None = None, half: bool | None = None) -> None:
@@ -362,7 +363,7 @@ class FusedDecoderState:
         streamed = [t(p.conv_w.transpose(0, 1, 3, 2)), t(p.cond_w.transpose(0, 2, 1)),
                     t(p.out_w.transpose(0, 2, 1)), t(p.head1_w.T), t(p.head2_w.T)]
         if half is None:
-            half = all(np.array_equal(a.astype(np.float16).astype(np.float32), a)
+            half = FAST_HALF and all(np.array_equal(a.astype(np.float16).astype(np.float32), a)
                        for a in streamed)
         if half:
             streamed = [a.astype(np.float16).view(np.uint16) for a in streamed]

@@ -39,6 +39,23 @@ def _vector_shape() -> tuple[int, int]:
 VECTOR, ACCUMULATORS = _vector_shape()
 
 
+def _fast_half() -> bool:
+    """Whether the CPU numba compiles for widens float16 in hardware (x86: F16C; ARMv8 always);
+    without it the widening still works, in software (slower than float32 loads)."""
+    import platform
+
+    from llvmlite import binding
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True
+    if os.environ.get("NUMBA_CPU_NAME", "host") == "host":
+        return bool(binding.get_host_cpu_features().get("f16c", False))
+    return "+f16c" in os.environ.get("NUMBA_CPU_FEATURES", "")
+
+
+FAST_HALF = _fast_half()
+
+
 def _blocks_per_pass(lanes: int) -> int:
     """Vectors of outputs summed at once for a group of `lanes` sequences."""
     return max(1, min(4, ACCUMULATORS // lanes))
