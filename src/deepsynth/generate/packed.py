@@ -2,7 +2,7 @@
 
 Importing torch takes about 2 s, most of a short `synthesize`'s start-up. For a model the CPU
 generator runs from numpy arrays alone (the decoder packed for the fused kernel, the key
-features composed for `keycond`: the shipped `small` and any model conditioned on key features
+features' projection for `keycond`: the shipped `small` and any model conditioned on key features
 alone), those arrays, computed once by torch from the checkpoint (`pack_model`), are kept in a
 cache file named after the checkpoint's SHA-256 (`save` / `load`, an .npz of plain arrays and a
 JSON record; no pickle). `generate_packed` runs the same loop (`core.run`) with the same checks,
