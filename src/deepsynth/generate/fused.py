@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from numba import njit, prange
 
+from deepsynth.generate.jitcache import cached_njit
 from deepsynth.generate.simd import CONTRACT, FAST_HALF, MAX_LANES, _mv
 from deepsynth.samplers import SAMPLER_FASTMATH, sample_softmax
 
@@ -303,10 +304,12 @@ def _run_groups_py(
 # "contract" (CONTRACT): each product fused with the add that follows it (one rounding, an fma
 # where the CPU has one); no reordering. error_model numpy: no zero-division branch in the
 # gate's p / q (q >= 0.0049), so it vectorizes
-_sample = njit(cache=True, fastmath=SAMPLER_FASTMATH, nogil=True)(sample_softmax)
+# (cached_njit: njit(cache=True) whose cache also follows the files these inline, simd.py and
+# samplers.py, which numba's alone does not)
+_sample = cached_njit(fastmath=SAMPLER_FASTMATH, nogil=True)(sample_softmax)
 _FLAGS = {"nogil": True, "fastmath": set(CONTRACT), "error_model": "numpy"}
-_run_group = njit(cache=True, **_FLAGS)(_run_group_py)
-_run_groups = njit(cache=True, parallel=True, nogil=True)(_run_groups_py)
+_run_group = cached_njit(**_FLAGS)(_run_group_py)
+_run_groups = cached_njit(parallel=True, nogil=True)(_run_groups_py)
 
 
 @cache

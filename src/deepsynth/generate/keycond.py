@@ -26,8 +26,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numba import njit
 
+from deepsynth.generate.jitcache import cached_njit
 from deepsynth.generate.simd import CONTRACT, _mv_rows
 from deepsynth.layout import N_KEYS
 
@@ -120,7 +120,7 @@ def pack(model: DeepSynth) -> PackedKeyConditioning:
 _ZERO32 = np.float32(0.0)
 
 
-@njit(cache=True, nogil=True, fastmath=set(CONTRACT), error_model="numpy")
+@cached_njit(nogil=True, fastmath=set(CONTRACT), error_model="numpy")  # (simd.py inlined)
 def _condition(levels, rows, skip, n, level_w, bias, terms, waves, trace_curves, osc_curve,
                audible, group, n_taus, n_groups, window, out):  # pragma: no cover - compiled
     """out (n, C): the conditioning of columns skip .. skip + n - 1 of `rows` (the frame row
