@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from deepsynth.audio import StreamingWavWriter
+from deepsynth.generate.core import chunk_starts
 from deepsynth.generate.generator import (
     Conditioner,
     Window,
@@ -130,6 +131,19 @@ def test_same_seed_same_audio_whatever_the_chunk_or_batch():
     other = generate(m, [a], seed=8, chunk=500)[0]
     assert not np.array_equal(alone, other)
     assert alone.dtype == np.int16 and len(alone) == 3000
+
+
+def test_the_default_chunks_start_short_and_change_no_sample():
+    assert chunk_starts(5000, 4000, ramp=True) == [0, 256, 768, 1792, 3840]
+    assert chunk_starts(5000, 4000) == [0, 4000]
+    assert chunk_starts(100, 64, ramp=True) == [0, 64] and chunk_starts(0, 64) == []
+    m = model("tiny")
+    a, b = random_video(6, 3000, 0), random_video(9, 2500, 1)
+    got = []
+    ramped = generate(m, [a, b], seed=[7, 8], on_chunk=lambda pieces: got.append(len(pieces[0])))
+    assert got[:4] == [256, 512, 1024, 1208]  # the first 256 samples come on their own
+    fixed = generate(m, [a, b], seed=[7, 8], chunk=1000)
+    assert all(np.array_equal(x, y) for x, y in zip(ramped, fixed, strict=True))
 
 
 def test_temperature_zero_is_greedy_and_window_is_respected():

@@ -33,6 +33,7 @@ from deepsynth.layout import KeyboardLayout
 
 COND_BUDGET_BYTES = 64 << 20  # per chunk, for the conditioning of the whole batch
 CHUNK_SAMPLES = (64, 4000)  # the fewest and most samples a chunk holds (a clip, not a rate)
+FIRST_CHUNK = 256  # unless asked for a chunk size: the first chunk's samples, then doubling
 MIN_CONDITION = 32  # the fewest samples conditioned at a time (see ChunkConditioner.reads)
 
 
@@ -88,6 +89,33 @@ def chunk_samples(batch: int, channels: int, requested: int | None = None) -> in
         return requested
     per_sample = batch * channels * 4
     return int(np.clip(COND_BUDGET_BYTES // max(per_sample, 1), *CHUNK_SAMPLES))
+
+
+def chunk_starts(total: int, step: int, ramp: bool = False) -> list[int]:
+    """Where each chunk of `total` samples starts: every `step` samples, or with `ramp` first
+    FIRST_CHUNK samples and each chunk twice the last up to `step`, so that the decoder starts
+    once a short chunk's conditioning is ready instead of a whole one's (it waits for the first
+    alone: the next is computed beside it). The chunks change no sample."""
+    starts, t, n = [], 0, min(FIRST_CHUNK, step) if ramp else step
+    while t < total:
+        starts.append(t)
+        t += n
+        n = min(2 * n, step)
+    return starts
+
+
+def map_sources(fn: Callable[[VideoSource], Any], sources: Sequence[VideoSource],
+                initializer: Callable[[], None] | None = None) -> list[Any]:
+    """[fn(s) for s in sources], over as many threads as numba may use when there are several
+    (reading a source's frames and their features release the GIL: on two cores a batch's set-up
+    takes half the time)."""
+    import numba
+
+    workers = min(len(sources), numba.config.NUMBA_NUM_THREADS)
+    if workers < 2:
+        return [fn(s) for s in sources]
+    with ThreadPoolExecutor(workers, "deepsynth-features", initializer) as pool:
+        return list(pool.map(fn, sources))
 
 
 class ChunkConditioner:
@@ -183,22 +211,26 @@ def run(
     sample_rate: int,
     layout: KeyboardLayout | None,
     on_chunk: Callable[[list[np.ndarray]], None] | None = None,
+    ramp: bool = False,
 ) -> list[np.ndarray]:
     """The loop over chunks: int16 audio for each source's window (see `generator.generate`
     for the arguments' meaning); `to_pcm`: per source, what turns its classes into int16
-    samples, chunk after chunk (an `audio.PcmStream`)."""
+    samples, chunk after chunk (an `audio.PcmStream`); chunks of `step` samples, with `ramp`
+    shorter ones first (`chunk_starts`)."""
     filters = [None] * len(sources)
     if gain < 1.0:
         filters = [HarmonicFilter(window_notes(s, w.start, w.length, layout), sample_rate, gain)
                    for s, w in zip(sources, windows, strict=True)]
     total = max(w.length for w in windows)
+    starts = chunk_starts(total, step, ramp)
+    ends = [*starts[1:], total]
     outputs: list[list[np.ndarray]] = [[] for _ in sources]
     # two arrays for the chunks' conditioning, in turn: the decoder reads one while the next
     # chunk's is written into the other (fresh ones per chunk cost page faults, measured)
     buffers: list[np.ndarray | None] = [None, None]
 
-    def conditioning(t: int) -> Future:  # the chunk at t, computed beside the decoder
-        n, k = min(step, total - t), (t // step) % 2
+    def conditioning(i: int) -> Future:  # chunk i, computed beside the decoder
+        t, n, k = starts[i], ends[i] - starts[i], i % 2
         if conditioner.features is not None and buffers[k] is None:
             buffers[k] = np.empty((len(sources), min(step, total), conditioner.channels),
                                   np.float32)
@@ -207,11 +239,11 @@ def run(
 
     with ThreadPoolExecutor(1, "deepsynth-condition", conditioner.thread_start) as pool:
         pending = conditioning(0) if total else None
-        for t in range(0, total, step):
-            n = min(step, total - t)
+        for i, (t, end) in enumerate(zip(starts, ends, strict=True)):
+            n = end - t
             cond = pending.result()
-            if t + step < total:  # the next chunk's while the decoder runs this one
-                pending = conditioning(t + step)
+            if i + 1 < len(starts):  # the next chunk's while the decoder runs this one
+                pending = conditioning(i + 1)
             uniforms = np.stack([r.random((n, n_uniforms)) for r in rngs])
             classes, _ = state.run(cond, n, uniforms, temperature, floor=floor)
             pieces = []

@@ -161,14 +161,16 @@ def _generate(model, sources, windows, temperature, seed, chunk, on_chunk, devic
     model = inference_model(model)
     seeds = core.check_request(len(sources), temperature, seed, floor, gain)
     windows = list(windows or [Window(0, s.n_samples) for s in sources])
-    conditioner = Conditioner(model, [frame_features(model, s) for s in sources])
+    features = core.map_sources(lambda s: frame_features(model, s), sources,
+                                lambda: torch.set_num_threads(1))
+    conditioner = Conditioner(model, features)
     step = chunk_length(model, len(sources), chunk)
     state = decoder_state(model, len(sources), step, device)
     output = model.output
     return core.run(conditioner, state, sources, windows, [input_rng(s) for s in seeds],
                     output.n_uniforms, [output.pcm_stream() for _ in sources], step,
                     temperature, floor, gain, model.cfg.audio.sample_rate, model.layout,
-                    on_chunk)
+                    on_chunk, ramp=not chunk)
 
 
 @torch.no_grad()

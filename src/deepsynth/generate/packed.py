@@ -346,11 +346,12 @@ def generate_packed(
     audio, without torch."""
     seeds = core.check_request(len(sources), temperature, seed, floor, postfilter)
     windows = list(windows or [core.Window(0, s.n_samples) for s in sources])
-    conditioner = core.KeyConditioner(packed.keys, [[packed.source_levels(s)] for s in sources],
-                                      packed.context, packed.hop, packed.lookahead)
+    levels = core.map_sources(packed.source_levels, sources)
+    conditioner = core.KeyConditioner(packed.keys, [[lv] for lv in levels], packed.context,
+                                      packed.hop, packed.lookahead)
     step = core.chunk_samples(len(sources), packed.keys.channels, chunk)
     state = FusedDecoderState(packed.decoder, packed.sampling, len(sources))
     return core.run(conditioner, state, sources, windows, [core.input_rng(s) for s in seeds],
                     packed.n_uniforms, [PcmStream(packed.levels, packed.preemphasis)
                                         for _ in sources], step, temperature, floor, postfilter,
-                    packed.sample_rate, packed.layout, on_chunk)
+                    packed.sample_rate, packed.layout, on_chunk, ramp=not chunk)
